@@ -1,0 +1,10 @@
+"""diffland: differentiable rocket landing physics in JAX.
+
+Subpackages: :mod:`diffland.dynamics` (vehicles, integrators, touchdown, rollouts),
+:mod:`diffland.controllers` (flax PID, NeuroPID and MLP), :mod:`diffland.training`
+(landing cost, APG trainer, checkpoints, metrics), :mod:`diffland.optimal` (the 1-D
+fuel-optimal burn), :mod:`diffland.scenarios` (feasible start states) and
+:mod:`diffland.viz` (plots).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,20 @@
+"""Flax controllers: ``controller.apply(variables, state, params, carry) -> (action, carry)``.
+
+Every controller also has ``initial_carry(dtype)``, the memory it starts a rollout with.
+"""
+
+from diffland.controllers.bounds import bounded_action
+from diffland.controllers.mlp import MLP, MLPPolicy
+from diffland.controllers.neuro_pid import NeuroPID
+from diffland.controllers.pid import HAND_TUNED_GAINS, PIDCarry, PIDGains, VerticalPID
+
+__all__ = [
+    "HAND_TUNED_GAINS",
+    "MLP",
+    "MLPPolicy",
+    "NeuroPID",
+    "PIDCarry",
+    "PIDGains",
+    "VerticalPID",
+    "bounded_action",
+]

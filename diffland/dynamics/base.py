@@ -1,0 +1,102 @@
+"""The vehicle interface that integrators, the simulator and the trainer are written against.
+
+A vehicle is a frozen dataclass of static options (for example whether drag is modelled)
+whose methods are pure functions of ``(state, action, params)``. States and parameters
+are pytrees of arrays, so they can be vmapped (batches of landers, randomised parameters)
+and differentiated (system identification). Physics is written for one vehicle; batching
+happens outside with ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+State = Any
+Params = Any
+Action = jax.Array
+
+STANDARD_GRAVITY = 9.80665
+"""Standard gravity g0 in m/s^2, used to convert specific impulse to exhaust velocity."""
+
+
+class Vehicle(abc.ABC):
+    """A rigid vehicle with variable mass that lands on the ground at height zero.
+
+    Subclasses are frozen dataclasses (hashable, so they can be static arguments of jitted
+    functions) and implement the abstract methods below. Everything else in diffland
+    (integrators, touchdown handling, rollouts, costs, the trainer) uses only this
+    interface.
+    """
+
+    kinematic_fields: ClassVar[tuple[str, ...]] = ()
+    """State fields whose time derivative depends only on other state fields (positions,
+    attitude). Semi-implicit Euler updates them last, from the already updated rates."""
+
+    action_size: ClassVar[int] = 1
+    """Length of the action vector."""
+
+    @abc.abstractmethod
+    def derivative(self, state: State, action: Action, params: Params) -> State:
+        """Return the time derivative of ``state`` as a pytree of the same structure."""
+
+    @abc.abstractmethod
+    def height(self, state: State, params: Params) -> jax.Array:
+        """Return the height above the ground in m; touchdown is the crossing of zero."""
+
+    @abc.abstractmethod
+    def action_bounds(self, params: Params) -> tuple[jax.Array, jax.Array]:
+        """Return the lower and upper action bounds, each of shape ``(action_size,)``."""
+
+    @abc.abstractmethod
+    def observation(self, state: State, params: Params) -> jax.Array:
+        """Return a 1-D vector of scaled features for learned controllers."""
+
+    @abc.abstractmethod
+    def touchdown_speed(self, state: State, params: Params) -> jax.Array:
+        """Return the magnitude of the velocity in m/s."""
+
+    @abc.abstractmethod
+    def propellant_mass(self, state: State, params: Params) -> jax.Array:
+        """Return the propellant left on board in kg (zero when only dry mass is left)."""
+
+    def project(self, state: State, params: Params) -> State:
+        """Map a state after an integration step back onto the valid set.
+
+        The default is the identity. Vehicles use it for constraints that an integrator
+        does not keep, such as the dry-mass floor or the unit norm of a quaternion.
+        """
+        del params
+        return state
+
+    def validate(self, state: State, params: Params) -> None:
+        """Raise ``ValueError`` for an invalid state or parameter set.
+
+        Called by the public entry points on concrete (non-traced) values before anything
+        is compiled. The default checks only that every leaf is finite.
+        """
+        check_finite_tree(state, "state")
+        check_finite_tree(params, "params")
+
+
+def is_concrete(tree: Any) -> bool:
+    """Return True when no leaf of ``tree`` is a tracer, so its values can be inspected."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def check_finite_tree(tree: Any, name: str) -> None:
+    """Raise ``ValueError`` naming the first non-finite leaf of a concrete pytree."""
+    if not is_concrete(tree):
+        return
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    for path, leaf in leaves:
+        values = jnp.asarray(leaf)
+        if not bool(jnp.all(jnp.isfinite(values))):
+            field = jax.tree_util.keystr(path)
+            raise ValueError(
+                f"{name}{field} contains a non-finite value ({values}); every state and "
+                "parameter entry must be a finite number."
+            )

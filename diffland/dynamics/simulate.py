@@ -1,0 +1,208 @@
+"""Touchdown handling, control steps with physics sub-steps, and rollouts with ``lax.scan``.
+
+Touchdown is an event: when the height crosses zero inside a physics step, the crossing
+time is found from a quadratic fit of the height over the step (exact for constant
+acceleration) and the state is interpolated to that time. The touchdown state is therefore
+a differentiable function of the inputs. After touchdown the state is frozen by masking,
+so a rollout is always a fixed-length scan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from diffland.dynamics.base import Params, State, Vehicle
+from diffland.dynamics.integrators import RK4, Integrator
+
+
+@dataclasses.dataclass(frozen=True)
+class SimConfig:
+    """Static settings of a simulation (hashable, so they can be jit-static)."""
+
+    control_dt: float = 0.1
+    """Time between controller updates, s; the action is held over this interval."""
+    substeps: int = 2
+    """Physics steps per control step; the physics step is ``control_dt / substeps``."""
+    horizon: int = 300
+    """Number of control steps in a rollout."""
+    integrator: Integrator = dataclasses.field(default_factory=RK4)
+    """Integration method for the physics steps."""
+
+    def __post_init__(self):
+        if not (isinstance(self.control_dt, int | float) and self.control_dt > 0):
+            raise ValueError(
+                f"control_dt = {self.control_dt!r} must be a positive number of seconds."
+            )
+        if not (isinstance(self.substeps, int) and self.substeps >= 1):
+            raise ValueError(f"substeps = {self.substeps!r} must be an integer >= 1.")
+        if not (isinstance(self.horizon, int) and self.horizon >= 1):
+            raise ValueError(f"horizon = {self.horizon!r} must be an integer >= 1.")
+
+    @property
+    def physics_dt(self) -> float:
+        """Length of one physics step, s."""
+        return self.control_dt / self.substeps
+
+    @property
+    def duration(self) -> float:
+        """Simulated time of a full rollout, s."""
+        return self.control_dt * self.horizon
+
+
+@struct.dataclass
+class SimState:
+    """A vehicle state with its touchdown bookkeeping; all extra fields have shape ``()``."""
+
+    vehicle: Any
+    """The vehicle's own state pytree."""
+    time: jax.Array
+    """Simulated time since the start, s."""
+    touched_down: jax.Array
+    """True once the vehicle has reached the ground; the state is frozen from then on."""
+    touchdown_time: jax.Array
+    """Time of touchdown, s (the end of the rollout if it has not touched down)."""
+
+
+def initial_sim_state(state: State) -> SimState:
+    """Wrap a vehicle state at time zero, not touched down."""
+    dtype = jax.tree_util.tree_leaves(state)[0].dtype
+    zero = jnp.zeros((), dtype)
+    return SimState(vehicle=state, time=zero, touched_down=jnp.array(False), touchdown_time=zero)
+
+
+def _crossing_fraction(h0, h1, rate0):
+    """Return the fraction of a step at which the height reaches zero.
+
+    The height over the step is modelled by the quadratic ``q(s) = h0 + b s + c s^2`` with
+    ``b = rate0`` (the height rate at the start times the step length) and
+    ``c = h1 - h0 - b``, exact for constant acceleration. With ``h0 > 0 >= h1`` it has one
+    root in ``(0, 1]``, the first crossing, given by the cancellation-free form
+    ``2 h0 / (-b + sqrt(b^2 - 4 c h0))``. The result is clipped to ``[0, 1]``; outside a
+    crossing it is not used, and safe placeholders keep its gradient finite.
+    """
+    c = h1 - h0 - rate0
+    discriminant = jnp.maximum(rate0**2 - 4.0 * c * h0, 0.0)
+    denominator = -rate0 + jnp.sqrt(discriminant + 1e-12)
+    valid = denominator > 1e-9
+    fraction = 2.0 * h0 / jnp.where(valid, denominator, 1.0)
+    linear = h0 / jnp.where(h0 - h1 > 1e-9, h0 - h1, 1.0)
+    return jnp.clip(jnp.where(valid, fraction, linear), 0.0, 1.0)
+
+
+def physics_step(
+    vehicle: Vehicle,
+    integrator: Integrator,
+    sim: SimState,
+    action: jax.Array,
+    params: Params,
+    dt: float,
+) -> SimState:
+    """Advance one physics step with touchdown detection, interpolation and freezing."""
+    start = sim.vehicle
+    end = vehicle.project(integrator.step(vehicle, start, action, params, dt), params)
+    h0 = vehicle.height(start, params)
+    h1 = vehicle.height(end, params)
+
+    # Height rate at the start of the step, from the vehicle's own derivative.
+    rate = jax.jvp(
+        lambda s: vehicle.height(s, params),
+        (start,),
+        (vehicle.derivative(start, action, params),),
+    )[1]
+    crossed = (h0 > 0.0) & (h1 <= 0.0) & ~sim.touched_down
+    fraction = _crossing_fraction(h0, h1, rate * dt)
+    at_touchdown = jax.tree_util.tree_map(lambda a, b: a + fraction * (b - a), start, end)
+
+    landed_now = jax.tree_util.tree_map(lambda a, b: jnp.where(crossed, a, b), at_touchdown, end)
+    new_vehicle = jax.tree_util.tree_map(
+        lambda frozen, moved: jnp.where(sim.touched_down, frozen, moved), start, landed_now
+    )
+    touchdown_time = jnp.where(
+        sim.touched_down, sim.touchdown_time, sim.time + jnp.where(crossed, fraction, 1.0) * dt
+    )
+    return SimState(
+        vehicle=new_vehicle,
+        time=sim.time + dt,
+        touched_down=sim.touched_down | crossed,
+        touchdown_time=touchdown_time,
+    )
+
+
+def control_step(
+    vehicle: Vehicle, config: SimConfig, sim: SimState, action: jax.Array, params: Params
+) -> SimState:
+    """Hold ``action`` over ``config.substeps`` physics steps."""
+    for _ in range(config.substeps):
+        sim = physics_step(vehicle, config.integrator, sim, action, params, config.physics_dt)
+    return sim
+
+
+@struct.dataclass
+class Trajectory:
+    """A rollout. Per-step fields have a leading axis of length ``horizon``."""
+
+    states: Any
+    """Vehicle state at the start of each control step."""
+    actions: jax.Array
+    """Action applied over each control step, shape ``(horizon, action_size)``."""
+    active: jax.Array
+    """True for control steps that began before touchdown, shape ``(horizon,)``."""
+    final: SimState
+    """Simulation state after the last control step."""
+    initial: Any
+    """Vehicle state at time zero."""
+
+
+Policy = Callable[[Any, Params, Any], tuple[jax.Array, Any]]
+"""``policy(vehicle_state, params, carry) -> (action, carry)``."""
+
+
+def rollout(
+    vehicle: Vehicle,
+    config: SimConfig,
+    policy: Policy,
+    initial_state: State,
+    params: Params,
+    policy_carry: Any,
+) -> Trajectory:
+    """Simulate one vehicle for ``config.horizon`` control steps under ``policy``.
+
+    The policy carry (for example a PID integral) is threaded through the scan. Batch with
+    ``jax.vmap`` over ``initial_state`` (and ``params`` if they are randomised).
+    """
+
+    def body(carry, _):
+        sim, memory = carry
+        action, memory = policy(sim.vehicle, params, memory)
+        next_sim = control_step(vehicle, config, sim, action, params)
+        record = (sim.vehicle, action, ~sim.touched_down)
+        return (next_sim, memory), record
+
+    start = initial_sim_state(initial_state)
+    (final, _), (states, actions, active) = jax.lax.scan(
+        body, (start, policy_carry), None, length=config.horizon
+    )
+    return Trajectory(
+        states=states, actions=actions, active=active, final=final, initial=initial_state
+    )
+
+
+def open_loop_policy(actions: jax.Array) -> Policy:
+    """Return a policy that replays ``actions`` (shape ``(steps, action_size)``) in order.
+
+    Its carry is the integer step index; start it at ``jnp.array(0)``. The last action is
+    held once the sequence is used up.
+    """
+
+    def policy(state, params, step):
+        del state, params
+        index = jnp.minimum(step, actions.shape[0] - 1)
+        return actions[index], step + 1
+
+    return policy

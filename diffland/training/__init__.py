@@ -1,0 +1,36 @@
+"""Landing cost, analytic policy gradient trainer, checkpoints, metric sinks and evaluation."""
+
+from diffland.training.callbacks import JsonlWriter, MetricsCallback, ProgressBar, TensorBoardWriter
+from diffland.training.checkpoint import CheckpointStore
+from diffland.training.cost import LandingCost, LandingOutcome, landing_cost_terms, landing_outcome
+from diffland.training.task import LandingTask, batch_rollout, controller_rollout, init_controller
+from diffland.training.trainer import (
+    CHECKS_ENV,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    TrainState,
+    make_optimizer,
+)
+
+__all__ = [
+    "CHECKS_ENV",
+    "CheckpointStore",
+    "JsonlWriter",
+    "LandingCost",
+    "LandingOutcome",
+    "LandingTask",
+    "MetricsCallback",
+    "ProgressBar",
+    "TensorBoardWriter",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "Trainer",
+    "batch_rollout",
+    "controller_rollout",
+    "init_controller",
+    "landing_cost_terms",
+    "landing_outcome",
+    "make_optimizer",
+]

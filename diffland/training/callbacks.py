@@ -1,0 +1,99 @@
+"""Metric sinks for the trainer: JSON lines, TensorBoard and a tqdm progress bar.
+
+A callback is any callable ``callback(step, metrics)`` where ``metrics`` maps namespaced
+names (``train/loss``, ``train/grad_norm``, ``eval/success_rate``, ...) to floats, so
+other loggers can be plugged in without touching the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Mapping
+from typing import Protocol
+
+from tqdm.auto import tqdm
+
+
+class MetricsCallback(Protocol):
+    def __call__(self, step: int, metrics: Mapping[str, float]) -> None: ...
+
+
+class JsonlWriter:
+    """Append one JSON object per call, ``{"step": ..., name: value, ...}``, to a file.
+
+    ``tags`` (for example the controller name and the seed) are added to every record.
+    """
+
+    def __init__(self, path: str | pathlib.Path, tags: Mapping[str, object] | None = None):
+        self.path = pathlib.Path(path)
+        self.tags = dict(tags or {})
+
+    def __call__(self, step: int, metrics: Mapping[str, float]) -> None:
+        record = {**self.tags, "step": step, **{k: float(v) for k, v in metrics.items()}}
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class TensorBoardWriter:
+    """Write scalars to TensorBoard event files with tensorboardX."""
+
+    def __init__(self, logdir: str | pathlib.Path, prefix: str = ""):
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(str(logdir))
+        self.prefix = prefix
+
+    def __call__(self, step: int, metrics: Mapping[str, float]) -> None:
+        for name, value in metrics.items():
+            self.writer.add_scalar(self.prefix + name, float(value), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class ProgressBar:
+    """A tqdm bar over training steps showing the loss and the latest success rate."""
+
+    def __init__(self, total: int, description: str = "train", disable: bool | None = None):
+        self.bar = tqdm(total=total, desc=description, unit="step", disable=disable)
+        self.last_step = 0
+        self.shown: dict[str, str] = {}
+
+    def __call__(self, step: int, metrics: Mapping[str, float]) -> None:
+        for name, label in (
+            ("train/loss", "loss"),
+            ("train/success_rate", "success"),
+            ("eval/success_rate", "eval_success"),
+        ):
+            if name in metrics:
+                self.shown[label] = f"{float(metrics[name]):.3g}"
+        self.bar.set_postfix(self.shown, refresh=False)
+        self.bar.update(max(step - self.last_step, 0))
+        self.last_step = step
+
+    def start_at(self, step: int) -> None:
+        """Move the bar to ``step`` when a run resumes."""
+        self.bar.update(max(step - self.last_step, 0))
+        self.last_step = step
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class MetricsHistory:
+    """Keep every reported metric in memory, for plots of the training curves."""
+
+    def __init__(self):
+        self.steps: dict[str, list[int]] = {}
+        self.values: dict[str, list[float]] = {}
+
+    def __call__(self, step: int, metrics: Mapping[str, float]) -> None:
+        for name, value in metrics.items():
+            self.steps.setdefault(name, []).append(step)
+            self.values.setdefault(name, []).append(float(value))
+
+    def series(self, name: str) -> tuple[list[int], list[float]]:
+        """Return the steps and values recorded for ``name`` (empty lists if none)."""
+        return self.steps.get(name, []), self.values.get(name, [])

@@ -1,0 +1,58 @@
+"""Scoring a controller on a held-out set of start states, in the results-file schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from diffland.dynamics.simulate import Trajectory
+from diffland.training.cost import LandingOutcome, landing_outcome
+from diffland.training.task import LandingTask, batch_rollout
+
+
+def rollout_outcomes(
+    task: LandingTask, controller: nn.Module, variables: Any, states: Any
+) -> tuple[Trajectory, LandingOutcome]:
+    """Roll out every state (one jitted, vmapped call) and summarise each landing."""
+
+    @jax.jit
+    def run(variables, states):
+        trajectory = batch_rollout(task, controller, variables, states)
+        outcome = jax.vmap(lambda t: landing_outcome(task.vehicle, t, task.params, task.cost))(
+            trajectory
+        )
+        return trajectory, outcome
+
+    return jax.block_until_ready(run(variables, states))
+
+
+def summarize_outcomes(
+    outcome: LandingOutcome, optimal_propellant: Any | None = None
+) -> dict[str, float | int | None]:
+    """Return the per-controller metrics of the results file.
+
+    Touchdown speeds are over landers that touched down; propellant figures are over
+    successful landings only. ``propellant_ratio_to_optimal`` is the mean over successful
+    landers of each one's propellant divided by the optimum from its own start state
+    (None without optima, or when no lander succeeded).
+    """
+    touched = np.asarray(outcome.touched_down)
+    success = np.asarray(outcome.success)
+    speed = np.asarray(outcome.touchdown_speed)
+    used = np.asarray(outcome.propellant_used)
+
+    ratio = None
+    if optimal_propellant is not None and success.any():
+        ratio = float(np.mean(used[success] / np.asarray(optimal_propellant)[success]))
+    return {
+        "n_eval": int(success.size),
+        "success_rate": float(success.mean()),
+        "no_touchdown_rate": float(1.0 - touched.mean()),
+        "touchdown_speed_mean": float(speed[touched].mean()) if touched.any() else None,
+        "touchdown_speed_max": float(speed[touched].max()) if touched.any() else None,
+        "propellant_mean": float(used[success].mean()) if success.any() else None,
+        "propellant_ratio_to_optimal": ratio,
+    }

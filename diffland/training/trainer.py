@@ -1,0 +1,309 @@
+"""Analytic policy gradient training: backpropagation through batched landing rollouts.
+
+Each update draws a batch of initial states from a pool, rolls the batch out under the
+controller with ``lax.scan`` (vmapped over landers), averages the landing cost, and
+applies one ``optax`` update. The update is compiled once, ahead of time, so compile time
+is reported apart from training time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pathlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax.experimental import checkify
+
+from diffland.training.checkpoint import CheckpointStore
+from diffland.training.cost import landing_cost_terms
+from diffland.training.task import LandingTask, batch_rollout, init_controller
+
+logger = logging.getLogger(__name__)
+
+CHECKS_ENV = "DIFFLAND_CHECKS"
+"""Environment variable that turns runtime checks on (``1``) when a config leaves them unset."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run."""
+
+    steps: int = 1000
+    """Number of parameter updates."""
+    batch_size: int = 256
+    """Landers per update."""
+    learning_rate: float = 3e-3
+    """Peak Adam step size."""
+    warmup_steps: int = 50
+    """Linear warm-up from zero to ``learning_rate``."""
+    final_learning_rate_fraction: float = 0.1
+    """Cosine decay ends at this fraction of ``learning_rate``."""
+    clip_norm: float = 1.0
+    """Global gradient norm above which gradients are scaled down."""
+    seed: int = 0
+    """Seed of the controller initialisation and of the batch draws."""
+    checkpoint_every: int = 200
+    """Steps between checkpoints (the last step is always saved)."""
+    eval_every: int = 100
+    """Steps between evaluations on the validation states."""
+    max_consecutive_nonfinite: int = 20
+    """Non-finite updates in a row that are skipped before one is applied anyway."""
+    checks: bool | None = None
+    """Runtime finiteness and retrace checks; None reads the DIFFLAND_CHECKS variable."""
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "checkpoint_every", "eval_every"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"TrainConfig.{name} = {value!r} must be an integer >= 1.")
+        if not (self.learning_rate > 0 and self.clip_norm > 0):
+            raise ValueError(
+                f"learning_rate = {self.learning_rate!r} and clip_norm = {self.clip_norm!r} "
+                "must both be positive."
+            )
+
+    @property
+    def checks_enabled(self) -> bool:
+        if self.checks is not None:
+            return self.checks
+        return os.environ.get(CHECKS_ENV, "0") not in ("", "0", "false", "False")
+
+
+@struct.dataclass
+class TrainState:
+    """Everything needed to continue training exactly; saved in each checkpoint."""
+
+    params: Any
+    """The controller's ``params`` collection."""
+    opt_state: Any
+    key: jax.Array
+    """Raw uint32 PRNG key for the next batch draw."""
+    step: jax.Array
+    """Number of updates applied so far, shape ``()``."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: TrainState
+    compile_seconds: float
+    train_seconds: float
+    resumed_from: int | None
+    """Step of the checkpoint training resumed from, or None."""
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """Return the one chain that owns all gradient processing.
+
+    Global-norm clipping, Adam and a warm-up cosine schedule, wrapped so that an update
+    with a non-finite gradient is skipped and counted instead of applied.
+    """
+    schedule = learning_rate_schedule(config)
+    chain = optax.chain(
+        optax.clip_by_global_norm(config.clip_norm),
+        optax.scale_by_adam(),
+        optax.scale_by_learning_rate(schedule),
+    )
+    return optax.apply_if_finite(chain, max_consecutive_errors=config.max_consecutive_nonfinite)
+
+
+def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
+    warmup = min(config.warmup_steps, max(config.steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=max(config.steps, warmup + 1),
+        end_value=config.learning_rate * config.final_learning_rate_fraction,
+    )
+
+
+def _check_finite(tree: Any, message: str) -> None:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    checkify.check(jnp.all(jnp.stack(leaves)), message)
+
+
+class Trainer:
+    """Train a flax controller on a :class:`LandingTask` by analytic policy gradients.
+
+    ``train_states`` is a pool of initial states (every leaf has a leading batch axis);
+    each update draws ``batch_size`` of them at random. ``eval_states`` (optional) is a
+    fixed validation set scored every ``eval_every`` steps.
+    """
+
+    def __init__(
+        self,
+        task: LandingTask,
+        controller: nn.Module,
+        config: TrainConfig,
+        train_states: Any,
+        eval_states: Any | None = None,
+        checkpoint_dir: str | pathlib.Path | None = None,
+        callbacks: Sequence[Callable[[int, Mapping[str, float]], None]] = (),
+    ):
+        task.validate(train_states)
+        if eval_states is not None:
+            task.validate(eval_states)
+        self.task = task
+        self.controller = controller
+        self.config = config
+        self.train_states = train_states
+        self.eval_states = eval_states
+        self.callbacks = list(callbacks)
+        self.optimizer = make_optimizer(config)
+        self.schedule = learning_rate_schedule(config)
+        self.store = CheckpointStore(checkpoint_dir) if checkpoint_dir is not None else None
+        self.pool_size = jax.tree_util.tree_leaves(train_states)[0].shape[0]
+        self._update = None
+        self._evaluate = None
+        self.trace_count = 0
+
+    # -- pieces -----------------------------------------------------------------------
+
+    def init(self) -> TrainState:
+        """Return the state before the first update (initial controller, fresh optimiser)."""
+        root = jax.random.PRNGKey(self.config.seed)
+        init_key, batch_key = jax.random.split(root)
+        example = jax.tree_util.tree_map(lambda x: x[0], self.train_states)
+        variables = init_controller(self.task, self.controller, init_key, example)
+        params = variables["params"]
+        return TrainState(
+            params=params,
+            opt_state=self.optimizer.init(params),
+            key=batch_key,
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    def loss(self, params: Any, batch: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Return the mean landing cost of ``batch`` and per-term metrics."""
+        trajectory = batch_rollout(self.task, self.controller, {"params": params}, batch)
+        terms, outcome = jax.vmap(
+            lambda t: landing_cost_terms(self.task.vehicle, t, self.task.params, self.task.cost)
+        )(trajectory)
+        means = {name: jnp.mean(value) for name, value in terms.items()}
+        loss = sum(means.values())
+        if self.config.checks_enabled:
+            _check_finite(trajectory.final.vehicle, "non-finite final state in the rollout")
+        metrics = {f"train/cost/{name}": value for name, value in means.items()}
+        metrics["train/success_rate"] = jnp.mean(outcome.success)
+        metrics["train/no_touchdown_rate"] = jnp.mean(~outcome.touched_down)
+        metrics["train/touchdown_speed_mean"] = jnp.mean(outcome.touchdown_speed)
+        metrics["train/propellant_mean"] = jnp.mean(outcome.propellant_used)
+        return loss, metrics
+
+    def _update_fn(self, state: TrainState, pool: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        self.trace_count += 1
+        key, draw_key = jax.random.split(state.key)
+        indices = jax.random.randint(draw_key, (self.config.batch_size,), 0, self.pool_size)
+        batch = jax.tree_util.tree_map(lambda x: x[indices], pool)
+        for leaf in jax.tree_util.tree_leaves(batch):
+            chex.assert_shape(leaf, (self.config.batch_size, *leaf.shape[1:]))
+
+        (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if self.config.checks_enabled:
+            _check_finite(batch, "non-finite initial state in the training batch")
+            _check_finite(params, "non-finite controller parameters after the update")
+
+        metrics["train/loss"] = loss
+        metrics["train/grad_norm"] = optax.global_norm(grads)
+        metrics["train/learning_rate"] = self.schedule(state.step)
+        metrics["train/nonfinite_skipped"] = opt_state.total_notfinite
+        new_state = TrainState(params=params, opt_state=opt_state, key=key, step=state.step + 1)
+        return new_state, metrics
+
+    def _evaluate_fn(self, params: Any, states: Any) -> dict[str, jax.Array]:
+        trajectory = batch_rollout(self.task, self.controller, {"params": params}, states)
+        _, outcome = jax.vmap(
+            lambda t: landing_cost_terms(self.task.vehicle, t, self.task.params, self.task.cost)
+        )(trajectory)
+        return {
+            "eval/success_rate": jnp.mean(outcome.success),
+            "eval/touchdown_speed_mean": jnp.mean(outcome.touchdown_speed),
+            "eval/propellant_mean": jnp.mean(outcome.propellant_used),
+        }
+
+    def compile(self, state: TrainState) -> float:
+        """Compile the update (and the validation pass) ahead of time; return seconds."""
+        start = time.perf_counter()
+        update = self._update_fn
+        if self.config.checks_enabled:
+            update = checkify.checkify(update, errors=checkify.user_checks)
+        self._update = jax.jit(update).lower(state, self.train_states).compile()
+        if self.eval_states is not None:
+            self._evaluate = jax.jit(self._evaluate_fn).lower(state.params, self.eval_states)
+            self._evaluate = self._evaluate.compile()
+        return time.perf_counter() - start
+
+    def step(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Apply one update with the compiled function."""
+        if self._update is None:
+            self.compile(state)
+        if self.config.checks_enabled:
+            error, (state, metrics) = self._update(state, self.train_states)
+            error.throw()
+            return state, metrics
+        return self._update(state, self.train_states)
+
+    def evaluate(self, params: Any) -> dict[str, float]:
+        """Score ``params`` on the validation states."""
+        if self.eval_states is None:
+            return {}
+        if self._evaluate is None:
+            self._evaluate = jax.jit(self._evaluate_fn)
+        return {
+            k: float(v) for k, v in jax.device_get(self._evaluate(params, self.eval_states)).items()
+        }
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def restore(self) -> TrainState | None:
+        """Return the state of the newest readable checkpoint, or None."""
+        if self.store is None:
+            return None
+        restored = self.store.restore_latest(self.init())
+        if restored is None:
+            return None
+        step, state = restored
+        logger.info("resuming from checkpoint at step %d in %s", step, self.store.directory)
+        return state
+
+    def train(self, resume: bool = False) -> TrainResult:
+        """Run the updates up to ``config.steps``; with ``resume``, continue a checkpoint."""
+        state = self.restore() if resume else None
+        resumed_from = int(state.step) if state is not None else None
+        if state is None:
+            state = self.init()
+        compile_seconds = self.compile(state)
+        logger.info("compiled the update in %.2f s", compile_seconds)
+
+        self._emit(int(state.step), {"train/compile_seconds": compile_seconds})
+        start = time.perf_counter()
+        while int(state.step) < self.config.steps:
+            state, metrics = self.step(state)
+            step = int(state.step)
+            host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            if step % self.config.eval_every == 0 or step == self.config.steps:
+                host_metrics.update(self.evaluate(state.params))
+            self._emit(step, host_metrics)
+            if self.store is not None and (
+                step % self.config.checkpoint_every == 0 or step == self.config.steps
+            ):
+                self.store.save(step, state)
+        jax.block_until_ready(state)
+        train_seconds = time.perf_counter() - start
+        return TrainResult(state, compile_seconds, train_seconds, resumed_from)
+
+    def _emit(self, step: int, metrics: Mapping[str, float]) -> None:
+        for callback in self.callbacks:
+            callback(step, metrics)

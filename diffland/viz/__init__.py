@@ -1,0 +1,1 @@
+"""Plots of landings and training (matplotlib)."""

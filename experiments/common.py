@@ -1,0 +1,193 @@
+"""Command line, run folder and results file shared by every experiment."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+CONTROLLER_METRICS = (
+    "n_eval",
+    "success_rate",
+    "no_touchdown_rate",
+    "touchdown_speed_mean",
+    "touchdown_speed_max",
+    "propellant_mean",
+    "propellant_ratio_to_optimal",
+    "train_seconds",
+    "compile_seconds",
+)
+"""Keys of each entry of ``controllers`` in ``results.json``."""
+
+
+class RunFolderError(ValueError):
+    """The requested run folder cannot be used."""
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options every experiment accepts."""
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="train less (a few minutes on 2 CPU cores); evaluation uses the same held-out set",
+    )
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help="run folder (default: a new time-stamped folder under runs/)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoints",
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Backend probing and checkpoint internals are noisy at INFO.
+    for name in ("jax._src.xla_bridge", "absl", "orbax"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def prepare_run_folder(out: pathlib.Path | None, resume: bool, experiment: str) -> pathlib.Path:
+    """Create (or, with ``resume``, reopen) the run folder and its subfolders.
+
+    Raises :class:`RunFolderError` when ``out`` exists and is not empty without
+    ``resume``, or when ``resume`` is given without an existing run folder.
+    """
+    if out is None:
+        if resume:
+            raise RunFolderError("--resume needs --out DIR naming the run folder to continue.")
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = pathlib.Path("runs") / f"{experiment}-{stamp}"
+    out = out.absolute()
+    if resume and not (out / "config.json").is_file():
+        raise RunFolderError(
+            f"cannot resume: {out} has no config.json, so it is not a run folder of this "
+            "experiment. Check the path, or start a new run without --resume."
+        )
+    if not resume and out.exists() and any(out.iterdir()):
+        raise RunFolderError(
+            f"run folder {out} already exists and is not empty. Pass --resume to continue "
+            "it, or choose another --out."
+        )
+    for sub in ("checkpoints", "plots", "tensorboard"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def save_config(run_folder: pathlib.Path, config: Any, resume: bool) -> dict[str, Any]:
+    """Write ``config.json``; on resume, check the stored config matches this one."""
+    values = dataclasses.asdict(config)
+    path = run_folder / "config.json"
+    if resume:
+        stored = json.loads(path.read_text())
+        if stored != json.loads(json.dumps(values)):
+            raise RunFolderError(
+                f"the configuration in {path} differs from this run's: stored {stored}, "
+                f"requested {values}. Resume with the same options (for example the same "
+                "--quick and --seeds), or start a new run folder."
+            )
+    else:
+        path.write_text(json.dumps(values, indent=2) + "\n")
+    return values
+
+
+def _clean(value: Any) -> Any:
+    """Make a value JSON-safe: NaN and infinity become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def combine_seeds(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Average each metric over seeds (skipping None); keep the list as ``per_seed``.
+
+    With one seed the metrics are that seed's, and ``per_seed`` is still written.
+    """
+    combined: dict[str, Any] = {}
+    for key in CONTROLLER_METRICS:
+        values = [entry.get(key) for entry in per_seed]
+        present = [v for v in values if v is not None]
+        if not present:
+            combined[key] = None
+        elif key == "n_eval":
+            combined[key] = int(present[0])
+        else:
+            combined[key] = sum(present) / len(present)
+    combined["per_seed"] = [dict(entry) for entry in per_seed]
+    return combined
+
+
+def write_results(
+    run_folder: pathlib.Path,
+    experiment: str,
+    config: Mapping[str, Any],
+    timings: Mapping[str, float],
+    controllers: Mapping[str, Mapping[str, Any]] | None = None,
+    **extra: Any,
+) -> pathlib.Path:
+    """Write ``results.json`` (schema version 1) and return its path."""
+    results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "experiment": experiment,
+        "config": dict(config),
+        "timings": dict(timings),
+    }
+    if controllers is not None:
+        results["controllers"] = {name: dict(entry) for name, entry in controllers.items()}
+    results.update(extra)
+    path = run_folder / "results.json"
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(_clean(results), indent=2) + "\n")
+    temporary.replace(path)
+    return path
+
+
+def format_table(controllers: Mapping[str, Mapping[str, Any]]) -> str:
+    """Return the results table as aligned text, one row per controller."""
+    columns = (
+        ("controller", None, "{}"),
+        ("success", "success_rate", "{:.2%}"),
+        ("no td", "no_touchdown_rate", "{:.2%}"),
+        ("v_td mean", "touchdown_speed_mean", "{:.2f}"),
+        ("v_td max", "touchdown_speed_max", "{:.2f}"),
+        ("prop (kg)", "propellant_mean", "{:.0f}"),
+        ("prop/opt", "propellant_ratio_to_optimal", "{:.3f}"),
+        ("train (s)", "train_seconds", "{:.1f}"),
+        ("compile (s)", "compile_seconds", "{:.1f}"),
+    )
+    rows = [[title for title, _, _ in columns]]
+    for name, entry in controllers.items():
+        row = [name]
+        for _, key, pattern in columns[1:]:
+            value = entry.get(key)
+            row.append("-" if value is None else pattern.format(value))
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    lines = [
+        "  ".join(
+            cell.rjust(w) if i else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)

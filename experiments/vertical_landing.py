@@ -1,0 +1,270 @@
+"""Train PID, NeuroPID and MLP landing controllers for a Falcon-9-like booster by APG.
+
+The scenario starts at ignition of the landing burn: the engine is lit at t = 0 and
+stays lit within its throttle bounds (40-100 %) until touchdown. Start states are drawn
+uniformly (altitude 1.5-3 km, descent 200-300 m/s, 3-9 t of propellant) and kept only
+where the fuel-optimal burn, computed on the same dynamics, switches to full thrust at
+least 1 s after ignition and needs at most 1/1.2 of the propellant on board.
+
+Three controllers train by backpropagation through the rollout (the PID's gains, the
+NeuroPID and the MLP); they are compared on a held-out set of 4,096 start states (its own
+fixed seed) with the hand-tuned PID and with the fuel-optimal burn from each start state.
+
+Run ``python -m experiments.vertical_landing [--quick] [--seeds N] [--out DIR] [--resume]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import pathlib
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from diffland.controllers import MLPPolicy, NeuroPID, VerticalPID
+from diffland.dynamics import SimConfig, VerticalLander, falcon9_like
+from diffland.scenarios import LandingBurnScenario, sample_landing_burn_states
+from diffland.training import (
+    JsonlWriter,
+    LandingTask,
+    ProgressBar,
+    TensorBoardWriter,
+    TrainConfig,
+    Trainer,
+    init_controller,
+)
+from diffland.training.callbacks import MetricsHistory
+from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
+from diffland.viz.plots import plot_training_curves, plot_vertical_landings
+from experiments import common
+
+EXPERIMENT = "vertical_landing"
+HELD_OUT_SEED = 20_261_204
+"""Seed of the held-out start states; fixed so every run is scored on the same set."""
+
+logger = logging.getLogger(EXPERIMENT)
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerSetting:
+    """Training settings of one controller."""
+
+    steps: int
+    learning_rate: float
+    batch_size: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class VerticalLandingConfig:
+    """All settings of the experiment; saved as ``config.json`` in the run folder."""
+
+    quick: bool = False
+    seeds: int = 1
+    control_dt: float = 0.05
+    """Controller period and RK4 physics step, s."""
+    horizon_seconds: float = 25.0
+    """Simulated time per rollout, s; a lander still flying then counts as no touchdown."""
+    train_pool: int = 16_384
+    """Feasible start states drawn per seed for training."""
+    validation_states: int = 512
+    """Start states, separate from training, scored during training."""
+    held_out_states: int = 4096
+    pid: ControllerSetting = ControllerSetting(steps=400, learning_rate=3e-3)
+    neuro_pid: ControllerSetting = ControllerSetting(steps=1000, learning_rate=1e-3)
+    mlp: ControllerSetting = ControllerSetting(steps=3000, learning_rate=3e-3)
+
+    @classmethod
+    def create(cls, quick: bool, seeds: int) -> VerticalLandingConfig:
+        if seeds < 1:
+            raise ValueError(f"--seeds {seeds} must be at least 1.")
+        if not quick:
+            return cls(quick=False, seeds=seeds)
+        return cls(
+            quick=True,
+            seeds=seeds,
+            train_pool=4096,
+            pid=ControllerSetting(steps=150, learning_rate=3e-3),
+            neuro_pid=ControllerSetting(steps=300, learning_rate=1e-3),
+            mlp=ControllerSetting(steps=800, learning_rate=3e-3),
+        )
+
+
+def build_controllers(vehicle: VerticalLander, dt: float) -> dict[str, Any]:
+    return {
+        "pid_tuned": VerticalPID(vehicle, dt),
+        "neuro_pid": NeuroPID(vehicle, dt),
+        "mlp": MLPPolicy(vehicle),
+    }
+
+
+def run_seed(
+    seed: int,
+    config: VerticalLandingConfig,
+    task: LandingTask,
+    held_out: Any,
+    held_out_optimum: Any,
+    run_folder: pathlib.Path,
+    resume: bool,
+) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Train the three controllers for one seed and score all five on the held-out set."""
+    vehicle, params = task.vehicle, task.params
+    key = jax.random.PRNGKey(seed)
+    pool, _ = sample_landing_burn_states(
+        jax.random.fold_in(key, 0), config.train_pool, vehicle, params
+    )
+    validation, _ = sample_landing_burn_states(
+        jax.random.fold_in(key, 1), config.validation_states, vehicle, params
+    )
+
+    settings = {"pid_tuned": config.pid, "neuro_pid": config.neuro_pid, "mlp": config.mlp}
+    controllers = build_controllers(vehicle, config.control_dt)
+    timings = {"compile": 0.0, "train": 0.0, "eval": 0.0}
+    results: dict[str, dict[str, Any]] = {}
+    histories: dict[str, MetricsHistory] = {}
+    trajectories = {}
+
+    hand = VerticalPID(vehicle, config.control_dt)
+    example = jax.tree_util.tree_map(lambda x: x[0], held_out)
+    hand_variables = init_controller(task, hand, jax.random.PRNGKey(0), example)
+    start = time.perf_counter()
+    trajectories["pid_hand"], outcome = rollout_outcomes(task, hand, hand_variables, held_out)
+    timings["eval"] += time.perf_counter() - start
+    results["pid_hand"] = summarize_outcomes(outcome, held_out_optimum.propellant)
+    results["pid_hand"].update(train_seconds=0.0, compile_seconds=0.0)
+
+    for name, controller in controllers.items():
+        setting = settings[name]
+        train_config = TrainConfig(
+            steps=setting.steps,
+            batch_size=setting.batch_size,
+            learning_rate=setting.learning_rate,
+            seed=seed,
+            eval_every=50,
+            checkpoint_every=100,
+        )
+        history = MetricsHistory()
+        board = TensorBoardWriter(run_folder / "tensorboard" / f"seed{seed}" / name)
+        bar = ProgressBar(setting.steps, description=f"{name} (seed {seed})")
+        trainer = Trainer(
+            task,
+            controller,
+            train_config,
+            pool,
+            validation,
+            checkpoint_dir=run_folder / "checkpoints" / f"seed{seed}" / name,
+            callbacks=[
+                JsonlWriter(run_folder / "metrics.jsonl", {"controller": name, "seed": seed}),
+                board,
+                history,
+                bar,
+            ],
+        )
+        result = trainer.train(resume=resume)
+        bar.close()
+        board.close()
+        histories[name] = history
+        timings["compile"] += result.compile_seconds
+        timings["train"] += result.train_seconds
+
+        start = time.perf_counter()
+        variables = {"params": result.state.params}
+        trajectories[name], outcome = rollout_outcomes(task, controller, variables, held_out)
+        timings["eval"] += time.perf_counter() - start
+        results[name] = summarize_outcomes(outcome, held_out_optimum.propellant)
+        results[name].update(
+            train_seconds=result.train_seconds, compile_seconds=result.compile_seconds
+        )
+
+    results["fuel_optimal"] = fuel_optimal_entry(held_out_optimum)
+    plots = run_folder / "plots"
+    plot_vertical_landings(trajectories, config.control_dt, plots / f"landings_seed{seed}.png")
+    plot_training_curves(histories, plots / f"training_seed{seed}.png")
+    return results, timings
+
+
+def fuel_optimal_entry(optimum: Any) -> dict[str, Any]:
+    """Results-file entry of the fuel-optimal burn: it stops exactly at the ground."""
+    feasible = np.asarray(optimum.feasible)
+    return {
+        "n_eval": int(feasible.size),
+        "success_rate": float(feasible.mean()),
+        "no_touchdown_rate": 0.0,
+        "touchdown_speed_mean": 0.0,
+        "touchdown_speed_max": 0.0,
+        "propellant_mean": float(np.asarray(optimum.propellant)[feasible].mean()),
+        "propellant_ratio_to_optimal": 1.0,
+        "train_seconds": 0.0,
+        "compile_seconds": 0.0,
+    }
+
+
+def run(config: VerticalLandingConfig, run_folder: pathlib.Path, resume: bool) -> dict:
+    """Run every seed, write ``results.json`` and plots, and return the results."""
+    total_start = time.perf_counter()
+    vehicle = VerticalLander()
+    params = falcon9_like()
+    horizon = int(round(config.horizon_seconds / config.control_dt))
+    task = LandingTask(
+        vehicle, params, SimConfig(control_dt=config.control_dt, substeps=1, horizon=horizon)
+    )
+    scenario = LandingBurnScenario()
+    start = time.perf_counter()
+    held_out, held_out_optimum = sample_landing_burn_states(
+        jax.random.PRNGKey(HELD_OUT_SEED), config.held_out_states, vehicle, params, scenario
+    )
+    sampling_seconds = time.perf_counter() - start
+    logger.info(
+        "drew %d held-out start states and their fuel-optimal burns in %.1f s",
+        config.held_out_states,
+        sampling_seconds,
+    )
+
+    per_seed: dict[str, list[dict[str, Any]]] = {}
+    timings = {"compile": 0.0, "train": 0.0, "eval": sampling_seconds}
+    for seed in range(config.seeds):
+        results, seed_timings = run_seed(
+            seed, config, task, held_out, held_out_optimum, run_folder, resume
+        )
+        for name, entry in results.items():
+            per_seed.setdefault(name, []).append(entry)
+        for key, value in seed_timings.items():
+            timings[key] += value
+    controllers = {name: common.combine_seeds(entries) for name, entries in per_seed.items()}
+    timings["total"] = time.perf_counter() - total_start
+    common.write_results(run_folder, EXPERIMENT, dataclasses.asdict(config), timings, controllers)
+    return {"controllers": controllers, "timings": timings}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
+    )
+    common.add_common_arguments(parser)
+    parser.add_argument("--seeds", type=int, default=1, help="number of training seeds (default 1)")
+    args = parser.parse_args(argv)
+    common.configure_logging(args.log_level)
+    try:
+        config = VerticalLandingConfig.create(args.quick, args.seeds)
+        run_folder = common.prepare_run_folder(args.out, args.resume, EXPERIMENT)
+        common.save_config(run_folder, config, args.resume)
+    except (ValueError, common.RunFolderError) as error:
+        parser.error(str(error))
+    results = run(config, run_folder, args.resume)
+    print()
+    print(common.format_table(results["controllers"]))
+    timings = results["timings"]
+    print(
+        f"\ntimings (s): compile {timings['compile']:.1f}, train {timings['train']:.1f}, "
+        f"eval {timings['eval']:.1f}, total {timings['total']:.1f}"
+    )
+    print(f"run folder: {run_folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
