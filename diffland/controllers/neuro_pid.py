@@ -24,8 +24,9 @@ class NeuroPID(nn.Module):
     control_dt: float
     gains: PIDGains = HAND_TUNED_GAINS
     hidden: tuple[int, ...] = (64, 64)
-    correction_scale: float = 0.3
-    """Throttle units per unit of network output."""
+    correction_scale: float = 0.1
+    """Throttle units per unit of network output. A small scale keeps early updates of
+    the network from undoing the PID's landings while the correction is learned."""
     dtype: Any = None
     """Computation dtype of the network only; the PID and the dynamics keep theirs."""
 

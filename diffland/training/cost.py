@@ -26,7 +26,11 @@ class LandingCost:
     """Propellant below which the tanks count as empty, kg."""
 
     touchdown_speed: float = 1.0
-    """Weight of ``(speed / speed_limit)^2`` at touchdown."""
+    """Weight of ``((speed - target_speed) / speed_limit)^2`` at touchdown."""
+    target_speed: float = 1.0
+    """Touchdown speed the cost prefers, m/s. Aiming inside the success band keeps
+    landers away from its two edges: a crash above ``speed_limit`` and, for a vehicle
+    that cannot hover, stopping above the ground and climbing away below zero speed."""
     crash: float = 4.0
     """Weight of ``max(speed - crash_margin * speed_limit, 0) / speed_limit``."""
     crash_margin: float = 0.75
@@ -43,9 +47,13 @@ class LandingCost:
     """Weight of ``max(1 - propellant_left / exhaustion_reserve, 0)``."""
     exhaustion_reserve: float = 100.0
     """Propellant margin below which the exhaustion penalty grows, kg."""
-    no_touchdown: float = 10.0
-    """Weight of ``1 + height / no_touchdown_height_scale`` for landers still in flight."""
-    no_touchdown_height_scale: float = 100.0
+    no_touchdown: float = 1.0
+    """Weight of ``lowest_height / no_touchdown_height_scale`` for landers still in flight
+    at the end of the horizon. The lowest height of the rollout is where a booster that
+    cannot hover stopped before climbing away. The penalty adds the touchdown-speed cost
+    of a touchdown at zero speed, so the cost is continuous between stopping just above
+    the ground and touching it at almost zero speed."""
+    no_touchdown_height_scale: float = 1.0
     """Height that adds one unit to the no-touchdown penalty, m."""
 
 
@@ -57,28 +65,43 @@ class LandingOutcome:
     touchdown_speed: jax.Array
     """Speed at touchdown, m/s (speed at the end of the horizon if no touchdown)."""
     propellant_used: jax.Array
-    """kg."""
+    """Propellant used until the end of the descent, kg."""
     propellant_left: jax.Array
-    """kg."""
+    """Propellant left at the end of the descent, kg."""
     exhausted: jax.Array
     """True if the propellant ran out before touchdown or the end of the horizon."""
     success: jax.Array
     final_height: jax.Array
     """m."""
-    touchdown_time: jax.Array
-    """s (the end of the horizon if no touchdown)."""
+    lowest_height: jax.Array
+    """Lowest height over the control steps and the final state, m."""
 
 
 def landing_outcome(
     vehicle: Vehicle, trajectory: Trajectory, params: Params, cost: LandingCost
 ) -> LandingOutcome:
-    """Summarise one rollout (use ``jax.vmap`` for a batch)."""
+    """Summarise one rollout (use ``jax.vmap`` for a batch).
+
+    The descent ends at touchdown or, for a lander still in flight at the end of the
+    horizon, at its lowest point. Propellant used is counted to the end of the descent,
+    so a booster that stops above the ground and climbs away is not charged for the
+    climb, and the cost stays continuous where stopping turns into touching down.
+    """
     final = trajectory.final.vehicle
     speed = vehicle.touchdown_speed(final, params)
-    left = vehicle.propellant_mass(final, params)
-    used = vehicle.propellant_mass(trajectory.initial, params) - left
-    exhausted = left < cost.exhaustion_tolerance
     touched = trajectory.final.touched_down
+    heights = jax.vmap(lambda state: vehicle.height(state, params))(trajectory.states)
+    final_height = vehicle.height(final, params)
+    lowest = jnp.argmin(heights)
+    final_is_lowest = final_height <= heights[lowest]
+    descent_end = jax.tree_util.tree_map(
+        lambda states, last: jnp.where(final_is_lowest, last, states[lowest]),
+        trajectory.states,
+        final,
+    )
+    left = vehicle.propellant_mass(descent_end, params)
+    used = vehicle.propellant_mass(trajectory.initial, params) - left
+    exhausted = vehicle.propellant_mass(final, params) < cost.exhaustion_tolerance
     return LandingOutcome(
         touched_down=touched,
         touchdown_speed=speed,
@@ -86,8 +109,8 @@ def landing_outcome(
         propellant_left=left,
         exhausted=exhausted,
         success=touched & (speed <= cost.speed_limit) & ~exhausted,
-        final_height=vehicle.height(final, params),
-        touchdown_time=trajectory.final.touchdown_time,
+        final_height=final_height,
+        lowest_height=jnp.minimum(heights[lowest], final_height),
     )
 
 
@@ -117,16 +140,20 @@ def landing_cost_terms(
 
     excess = jnp.maximum(speed - cost.crash_margin * cost.speed_limit, 0.0)
     shortage = jnp.maximum(1.0 - outcome.propellant_left / cost.exhaustion_reserve, 0.0)
-    height = jnp.maximum(outcome.final_height, 0.0)
+    height = jnp.maximum(outcome.lowest_height, 0.0)
+    speed_error = (speed - cost.target_speed) / cost.speed_limit
+    zero_speed_error = cost.target_speed / cost.speed_limit
     terms = {
-        "touchdown_speed": cost.touchdown_speed * touched * (speed / cost.speed_limit) ** 2,
+        "touchdown_speed": cost.touchdown_speed * touched * speed_error**2,
         "crash": cost.crash * touched * excess / cost.speed_limit,
         "propellant": cost.propellant * outcome.propellant_used / cost.propellant_scale,
         "control_effort": cost.control_effort * effort,
         "smoothness": cost.smoothness * smooth,
         "exhaustion": cost.exhaustion * shortage,
-        "no_touchdown": cost.no_touchdown
-        * (1.0 - touched)
-        * (1.0 + height / cost.no_touchdown_height_scale),
+        "no_touchdown": (1.0 - touched)
+        * (
+            cost.touchdown_speed * zero_speed_error**2
+            + cost.no_touchdown * height / cost.no_touchdown_height_scale
+        ),
     }
     return terms, outcome
