@@ -74,9 +74,11 @@ class VerticalLandingConfig:
     validation_states: int = 512
     """Start states, separate from training, scored during training."""
     held_out_states: int = 4096
+    sampling_chunk: int = 8192
+    """Candidate start states drawn per batch while filtering for feasible ones."""
     pid: ControllerSetting = ControllerSetting(steps=400, learning_rate=3e-3)
-    neuro_pid: ControllerSetting = ControllerSetting(steps=1000, learning_rate=1e-3)
-    mlp: ControllerSetting = ControllerSetting(steps=3000, learning_rate=3e-3)
+    neuro_pid: ControllerSetting = ControllerSetting(steps=500, learning_rate=1e-3)
+    mlp: ControllerSetting = ControllerSetting(steps=1000, learning_rate=3e-3)
 
     @classmethod
     def create(cls, quick: bool, seeds: int) -> VerticalLandingConfig:
@@ -88,9 +90,9 @@ class VerticalLandingConfig:
             quick=True,
             seeds=seeds,
             train_pool=4096,
-            pid=ControllerSetting(steps=150, learning_rate=3e-3),
-            neuro_pid=ControllerSetting(steps=300, learning_rate=1e-3),
-            mlp=ControllerSetting(steps=800, learning_rate=3e-3),
+            pid=ControllerSetting(steps=100, learning_rate=3e-3),
+            neuro_pid=ControllerSetting(steps=80, learning_rate=1e-3),
+            mlp=ControllerSetting(steps=150, learning_rate=3e-3),
         )
 
 
@@ -114,11 +116,22 @@ def run_seed(
     """Train the three controllers for one seed and score all five on the held-out set."""
     vehicle, params = task.vehicle, task.params
     key = jax.random.PRNGKey(seed)
+    scenario = LandingBurnScenario()
     pool, _ = sample_landing_burn_states(
-        jax.random.fold_in(key, 0), config.train_pool, vehicle, params
+        jax.random.fold_in(key, 0),
+        config.train_pool,
+        vehicle,
+        params,
+        scenario,
+        chunk=config.sampling_chunk,
     )
     validation, _ = sample_landing_burn_states(
-        jax.random.fold_in(key, 1), config.validation_states, vehicle, params
+        jax.random.fold_in(key, 1),
+        config.validation_states,
+        vehicle,
+        params,
+        scenario,
+        chunk=config.sampling_chunk,
     )
 
     settings = {"pid_tuned": config.pid, "neuro_pid": config.neuro_pid, "mlp": config.mlp}
@@ -215,7 +228,12 @@ def run(config: VerticalLandingConfig, run_folder: pathlib.Path, resume: bool) -
     scenario = LandingBurnScenario()
     start = time.perf_counter()
     held_out, held_out_optimum = sample_landing_burn_states(
-        jax.random.PRNGKey(HELD_OUT_SEED), config.held_out_states, vehicle, params, scenario
+        jax.random.PRNGKey(HELD_OUT_SEED),
+        config.held_out_states,
+        vehicle,
+        params,
+        scenario,
+        chunk=config.sampling_chunk,
     )
     sampling_seconds = time.perf_counter() - start
     logger.info(

@@ -10,11 +10,11 @@ def bounded_action(command: jax.Array, low: jax.Array, high: jax.Array) -> jax.A
     """Map a command in action units into ``[low, high]`` with a scaled tanh.
 
     ``action = mid + half * tanh((command - mid) / half)`` with ``mid = (low + high) / 2``
-    and ``half = (high - low) / 2``. At the middle of the range the map has slope 1, so a
-    command well inside the bounds passes almost unchanged, and it never reaches the bounds
-    exactly. Its slope ``1 - tanh^2`` is positive everywhere: a command beyond a bound still
-    receives a gradient (0.42 at 0.3 half-ranges past a bound, 0.07 at one half-range),
-    which a hard clip would cut to zero.
+    and ``half = (high - low) / 2``. The map has slope 1 at the middle of the range and
+    reaches the bounds only in the limit (in floating point a far saturated command rounds
+    to the bound). Its slope ``1 - tanh^2`` is positive everywhere, so a saturated command
+    still passes a gradient: 0.42 at a bound, 0.26 at 0.3 half-ranges beyond it and 0.07
+    at one half-range beyond it, where a hard clip would pass none.
     """
     mid = 0.5 * (low + high)
     half = 0.5 * (high - low)

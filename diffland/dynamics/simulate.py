@@ -10,6 +10,8 @@ so a rollout is always a fixed-length scan.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -35,9 +37,10 @@ class SimConfig:
     """Integration method for the physics steps."""
 
     def __post_init__(self):
-        if not (isinstance(self.control_dt, int | float) and self.control_dt > 0):
+        dt = self.control_dt
+        if not (isinstance(dt, numbers.Real) and math.isfinite(dt) and dt > 0):
             raise ValueError(
-                f"control_dt = {self.control_dt!r} must be a positive number of seconds."
+                f"control_dt = {dt!r} is invalid: it must be a finite positive number of seconds."
             )
         if not (isinstance(self.substeps, int) and self.substeps >= 1):
             raise ValueError(f"substeps = {self.substeps!r} must be an integer >= 1.")
@@ -95,6 +98,21 @@ def _crossing_fraction(h0, h1, rate0):
     return jnp.clip(jnp.where(valid, fraction, linear), 0.0, 1.0)
 
 
+def _quadratic_interpolation(start, end, start_rate, dt, fraction):
+    """Interpolate every state leaf with the quadratic used for the crossing time.
+
+    ``x(s) = x0 + s b + s^2 (x1 - x0 - b)`` with ``b = dt * dx/dt(x0)``, which matches
+    both ends and the start slope. For a height that depends linearly on the state, the
+    interpolated height at the crossing fraction is zero up to rounding.
+    """
+
+    def interpolate(x0, x1, rate0):
+        slope = dt * rate0
+        return x0 + fraction * slope + fraction**2 * (x1 - x0 - slope)
+
+    return jax.tree_util.tree_map(interpolate, start, end, start_rate)
+
+
 def physics_step(
     vehicle: Vehicle,
     integrator: Integrator,
@@ -110,14 +128,13 @@ def physics_step(
     h1 = vehicle.height(end, params)
 
     # Height rate at the start of the step, from the vehicle's own derivative.
-    rate = jax.jvp(
-        lambda s: vehicle.height(s, params),
-        (start,),
-        (vehicle.derivative(start, action, params),),
-    )[1]
+    start_rate = vehicle.derivative(start, action, params)
+    rate = jax.jvp(lambda s: vehicle.height(s, params), (start,), (start_rate,))[1]
     crossed = (h0 > 0.0) & (h1 <= 0.0) & ~sim.touched_down
     fraction = _crossing_fraction(h0, h1, rate * dt)
-    at_touchdown = jax.tree_util.tree_map(lambda a, b: a + fraction * (b - a), start, end)
+    at_touchdown = vehicle.project(
+        _quadratic_interpolation(start, end, start_rate, dt, fraction), params
+    )
 
     landed_now = jax.tree_util.tree_map(lambda a, b: jnp.where(crossed, a, b), at_touchdown, end)
     new_vehicle = jax.tree_util.tree_map(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -232,8 +233,10 @@ def make_vertical_params(
         scale_height=scale_height,
     )
     for name, value in values.items():
-        if not isinstance(value, int | float) or math.isnan(float(value)):
-            raise ValueError(f"{name} = {value!r} must be a real number, not NaN.")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name} = {value!r} is invalid: pass a real number.")
+        if math.isnan(float(value)):
+            raise ValueError(f"{name} = {value!r} is NaN; pass a finite real number.")
     params = VerticalParams(**{k: jnp.asarray(v, dtype=dtype) for k, v in values.items()})
     validate_vertical_params(params)
     return params

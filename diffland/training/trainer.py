@@ -191,8 +191,6 @@ class Trainer:
         )(trajectory)
         means = {name: jnp.mean(value) for name, value in terms.items()}
         loss = sum(means.values())
-        if self.config.checks_enabled:
-            _check_finite(trajectory.final.vehicle, "non-finite final state in the rollout")
         metrics = {f"train/cost/{name}": value for name, value in means.items()}
         metrics["train/success_rate"] = jnp.mean(outcome.success)
         metrics["train/no_touchdown_rate"] = jnp.mean(~outcome.touched_down)
@@ -213,10 +211,14 @@ class Trainer:
         params = optax.apply_updates(state.params, updates)
         if self.config.checks_enabled:
             _check_finite(batch, "non-finite initial state in the training batch")
+            _check_finite(
+                (loss, grads),
+                "non-finite loss or gradient; with checks off such an update is skipped",
+            )
             _check_finite(params, "non-finite controller parameters after the update")
 
         metrics["train/loss"] = loss
-        metrics["train/grad_norm"] = optax.global_norm(grads)
+        metrics["train/grad_norm"] = optax.tree.norm(grads)
         metrics["train/learning_rate"] = self.schedule(state.step)
         metrics["train/nonfinite_skipped"] = opt_state.total_notfinite
         new_state = TrainState(params=params, opt_state=opt_state, key=key, step=state.step + 1)

@@ -1,0 +1,163 @@
+"""The vertical-landing experiment: a tiny end-to-end run, its results file and its run
+folder checks."""
+
+import dataclasses
+import functools
+import json
+
+import pytest
+
+from experiments import common, vertical_landing
+from experiments.vertical_landing import ControllerSetting, VerticalLandingConfig
+
+CONTROLLERS = ("pid_hand", "pid_tuned", "neuro_pid", "mlp", "fuel_optimal")
+HELD_OUT = 16
+
+
+def tiny_config():
+    setting = ControllerSetting(steps=2, learning_rate=1e-3, batch_size=8)
+    return VerticalLandingConfig(
+        quick=True,
+        seeds=1,
+        control_dt=0.1,
+        horizon_seconds=20.0,
+        train_pool=32,
+        validation_states=8,
+        held_out_states=HELD_OUT,
+        pid=setting,
+        neuro_pid=setting,
+        mlp=setting,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Run the experiment once with the tiny config and return the config, the run folder
+    and the results that ``run`` returns."""
+    # The default chunk of 8192 candidate states per draw costs seconds for the few dozen
+    # states this run needs. A smaller chunk draws from the same distribution.
+    patch = pytest.MonkeyPatch()
+    patch.setattr(
+        vertical_landing,
+        "sample_landing_burn_states",
+        functools.partial(vertical_landing.sample_landing_burn_states, chunk=512),
+    )
+    try:
+        config = tiny_config()
+        folder = common.prepare_run_folder(
+            tmp_path_factory.mktemp("runs") / "tiny", False, "vertical_landing"
+        )
+        common.save_config(folder, config, resume=False)
+        returned = vertical_landing.run(config, folder, resume=False)
+    finally:
+        patch.undo()
+    return config, folder, returned
+
+
+@pytest.mark.slow
+def test_experiment_smoke_results_schema(tiny_run):
+    config, folder, _ = tiny_run
+
+    results = json.loads((folder / "results.json").read_text())
+
+    assert results["schema_version"] == 1
+    assert results["experiment"] == "vertical_landing"
+    assert results["config"] == json.loads(json.dumps(dataclasses.asdict(config)))
+    assert set(results["timings"]) == {"compile", "train", "eval", "total"}
+    for name, seconds in results["timings"].items():
+        assert seconds >= 0.0, name
+    assert results["timings"]["total"] >= results["timings"]["compile"]
+    assert set(results["controllers"]) == set(CONTROLLERS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CONTROLLERS)
+def test_experiment_smoke_controller_entry(tiny_run, name):
+    _, folder, _ = tiny_run
+    entry = json.loads((folder / "results.json").read_text())["controllers"][name]
+
+    assert set(entry) == {*common.CONTROLLER_METRICS, "per_seed"}
+    assert entry["n_eval"] == HELD_OUT
+    assert 0.0 <= entry["success_rate"] <= 1.0
+    assert 0.0 <= entry["no_touchdown_rate"] <= 1.0
+    assert len(entry["per_seed"]) == 1
+    assert entry["per_seed"][0]["n_eval"] == HELD_OUT
+    if entry["touchdown_speed_max"] is not None:
+        assert entry["touchdown_speed_max"] >= entry["touchdown_speed_mean"] >= 0.0
+
+
+@pytest.mark.slow
+def test_experiment_smoke_fuel_optimal_entry(tiny_run):
+    _, folder, _ = tiny_run
+    entry = json.loads((folder / "results.json").read_text())["controllers"]["fuel_optimal"]
+
+    # Every held-out state is drawn feasible, and the burn stops exactly at the ground.
+    assert entry["success_rate"] == 1.0
+    assert entry["propellant_ratio_to_optimal"] == 1.0
+    assert entry["touchdown_speed_max"] == 0.0
+    assert 1000.0 < entry["propellant_mean"] < 9000.0
+
+
+@pytest.mark.slow
+def test_experiment_smoke_run_folder_files(tiny_run):
+    _, folder, _ = tiny_run
+
+    assert (folder / "plots" / "landings_seed0.png").stat().st_size > 0
+    assert (folder / "plots" / "training_seed0.png").stat().st_size > 0
+    for name in ("pid_tuned", "neuro_pid", "mlp"):
+        assert any((folder / "checkpoints" / "seed0" / name).iterdir()), name
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert {record["controller"] for record in records} == {"pid_tuned", "neuro_pid", "mlp"}
+    assert json.loads((folder / "config.json").read_text())["held_out_states"] == HELD_OUT
+
+
+# -- run folder checks -------------------------------------------------------------------
+
+
+def test_prepare_run_folder_rejects_nonempty(tmp_path):
+    (tmp_path / "notes.txt").write_text("an earlier run\n")
+
+    with pytest.raises(common.RunFolderError, match="already exists and is not empty"):
+        common.prepare_run_folder(tmp_path, resume=False, experiment="vertical_landing")
+
+
+def test_prepare_run_folder_accepts_empty(tmp_path):
+    folder = common.prepare_run_folder(tmp_path / "new", resume=False, experiment="x")
+
+    for sub in ("checkpoints", "plots", "tensorboard"):
+        assert (folder / sub).is_dir(), sub
+
+
+def test_resume_needs_config_json(tmp_path):
+    with pytest.raises(common.RunFolderError, match="has no config.json"):
+        common.prepare_run_folder(tmp_path, resume=True, experiment="vertical_landing")
+
+
+def test_resume_rejects_changed_config(tmp_path):
+    folder = common.prepare_run_folder(tmp_path / "run", resume=False, experiment="x")
+    common.save_config(folder, tiny_config(), resume=False)
+    changed = dataclasses.replace(tiny_config(), held_out_states=HELD_OUT + 1)
+
+    with pytest.raises(common.RunFolderError, match="differs from this run's"):
+        common.save_config(folder, changed, resume=True)
+
+
+def test_main_rejects_nonempty_out(tmp_path, capsys):
+    (tmp_path / "results.json").write_text("{}\n")
+
+    with pytest.raises(SystemExit) as exit_info:
+        vertical_landing.main(["--quick", "--out", str(tmp_path)])
+
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "already exists and is not empty" in message
+    assert str(tmp_path) in message
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_main_rejects_zero_seeds(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        vertical_landing.main(["--seeds", "0", "--out", str(tmp_path / "run")])
+
+    assert exit_info.value.code == 2
+    assert "--seeds 0 must be at least 1" in capsys.readouterr().err

@@ -1,0 +1,290 @@
+"""Trainer: exact resume from checkpoints, damaged checkpoints, skipped non-finite updates,
+one compilation per run, and the metrics it reports."""
+
+import json
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from diffland.controllers import VerticalPID
+from diffland.dynamics import SimConfig, VerticalLander, falcon9_like, make_vertical_state
+from diffland.training import (
+    CheckpointStore,
+    JsonlWriter,
+    LandingTask,
+    TrainConfig,
+    Trainer,
+    make_optimizer,
+)
+
+VEHICLE = VerticalLander()
+CONTROL_DT = 0.1
+TOTAL_STEPS = 4
+INTERRUPTED_AT = 2
+
+
+class Interrupted(Exception):
+    """Raised by a callback to stop training as a crash would."""
+
+
+def start_pool(count=16, seed=0):
+    """Return ``count`` landing-burn start states of the Falcon-9-like stage."""
+    rng = np.random.default_rng(seed)
+    return make_vertical_state(
+        rng.uniform(1500.0, 3000.0, count),
+        -rng.uniform(200.0, 300.0, count),
+        25_600.0 + rng.uniform(4000.0, 9000.0, count),
+        dtype=jnp.float32,
+    )
+
+
+def landing_task():
+    sim = SimConfig(control_dt=CONTROL_DT, substeps=1, horizon=60)
+    return LandingTask(VEHICLE, falcon9_like(), sim)
+
+
+def train_config(**overrides):
+    settings = dict(
+        steps=TOTAL_STEPS,
+        batch_size=4,
+        learning_rate=0.05,
+        warmup_steps=1,
+        seed=3,
+        checkpoint_every=1,
+        eval_every=100,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def make_trainer(checkpoint_dir=None, callbacks=()):
+    return Trainer(
+        landing_task(),
+        VerticalPID(VEHICLE, CONTROL_DT),
+        train_config(),
+        start_pool(),
+        checkpoint_dir=checkpoint_dir,
+        callbacks=callbacks,
+    )
+
+
+def assert_trees_close(actual, expected, atol):
+    expected_leaves = jax.tree_util.tree_leaves_with_path(expected)
+    actual_leaves = jax.tree_util.tree_leaves(actual)
+    assert len(actual_leaves) == len(expected_leaves)
+    for (path, want), got in zip(expected_leaves, actual_leaves, strict=True):
+        np.testing.assert_allclose(
+            np.asarray(got), np.asarray(want), rtol=0, atol=atol, err_msg=jax.tree_util.keystr(path)
+        )
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """Train TOTAL_STEPS steps without interruption and return the trainer, the result
+    and the metrics file."""
+    folder = tmp_path_factory.mktemp("straight")
+    metrics_path = folder / "metrics.jsonl"
+    trainer = make_trainer(folder / "checkpoints", [JsonlWriter(metrics_path, {"run": "a"})])
+    result = trainer.train()
+    return trainer, result, metrics_path
+
+
+@pytest.mark.slow
+def test_resume_matches_straight_run(straight_run, tmp_path):
+    _, straight, _ = straight_run
+    checkpoints = tmp_path / "checkpoints"
+
+    def crash_after_checkpoint(step, metrics):
+        if step == INTERRUPTED_AT + 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        make_trainer(checkpoints, [crash_after_checkpoint]).train()
+    assert CheckpointStore(checkpoints).steps()[-1] == INTERRUPTED_AT
+
+    resumed_trainer = make_trainer(checkpoints)
+    resumed = resumed_trainer.train(resume=True)
+
+    assert resumed.resumed_from == INTERRUPTED_AT
+    assert int(resumed.state.step) == TOTAL_STEPS
+    assert resumed_trainer.trace_count == 1
+    assert_trees_close(resumed.state.params, straight.state.params, atol=1e-6)
+    assert_trees_close(resumed.state.opt_state, straight.state.opt_state, atol=1e-6)
+    np.testing.assert_array_equal(resumed.state.key, straight.state.key)
+
+
+@pytest.mark.slow
+def test_training_changes_params(straight_run):
+    trainer, result, _ = straight_run
+
+    initial = trainer.init().params
+    changes = [abs(float(result.state.params[name]) - float(initial[name])) for name in initial]
+
+    assert max(changes) > 1e-3
+    assert result.resumed_from is None
+    assert result.compile_seconds > 0.0
+
+
+@pytest.mark.slow
+def test_update_traced_once(straight_run):
+    trainer, result, _ = straight_run
+
+    assert trainer.trace_count == 1
+    state = result.state
+    for _ in range(3):
+        state, _ = trainer.step(state)
+
+    assert trainer.trace_count == 1
+    assert int(state.step) == TOTAL_STEPS + 3
+
+
+@pytest.mark.slow
+def test_metrics_written_per_step(straight_run):
+    _, _, metrics_path = straight_run
+
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+
+    steps = [record["step"] for record in records if "train/loss" in record]
+    assert steps == list(range(1, TOTAL_STEPS + 1))
+    last = records[-1]
+    assert last["run"] == "a"
+    for name in ("train/loss", "train/grad_norm", "train/learning_rate", "train/success_rate"):
+        assert np.isfinite(last[name]), name
+    assert last["train/nonfinite_skipped"] == 0.0
+    assert "train/compile_seconds" in records[0]
+
+
+@pytest.mark.slow
+def test_checkpoints_saved_each_step(straight_run):
+    trainer, _, _ = straight_run
+
+    steps = trainer.store.steps()
+
+    # The store keeps the three newest checkpoints.
+    assert steps == [TOTAL_STEPS - 2, TOTAL_STEPS - 1, TOTAL_STEPS]
+
+
+def test_loss_jits_with_checks_on():
+    task = landing_task()
+    config = train_config(checks=True)
+    trainer = Trainer(task, VerticalPID(VEHICLE, CONTROL_DT), config, start_pool())
+    params = trainer.init().params
+
+    loss, metrics = jax.jit(trainer.loss)(params, start_pool(count=4))
+
+    assert np.isfinite(float(loss))
+    assert "train/success_rate" in metrics
+
+
+# -- checkpoint store --------------------------------------------------------------------
+
+
+def example_tree(scale):
+    return {
+        "weights": scale * jnp.arange(6.0).reshape(2, 3),
+        "nested": {"bias": scale * jnp.ones(3)},
+        "step": jnp.array(int(scale), jnp.int32),
+    }
+
+
+def damage_step(folder, mode):
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    assert files, f"no files to damage in {folder}"
+    for path in files:
+        if mode == "empty":
+            path.write_bytes(b"")
+        elif mode == "garbage":
+            path.write_bytes(b"\x00not a checkpoint\xff" * 4)
+        elif mode == "half-data" and "/d/" in path.as_posix():
+            content = path.read_bytes()
+            path.write_bytes(content[: len(content) // 2])
+
+
+@pytest.mark.parametrize("mode", ["empty", "garbage", "half-data"])
+def test_corrupt_newest_checkpoint_falls_back(tmp_path, caplog, mode):
+    store = CheckpointStore(tmp_path / "checkpoints")
+    store.save(1, example_tree(1.0))
+    store.save(2, example_tree(2.0))
+    newest = store.directory / "2"
+    damage_step(newest, mode)
+
+    with caplog.at_level(logging.WARNING, logger="diffland.training.checkpoint"):
+        restored = CheckpointStore(tmp_path / "checkpoints").restore_latest(example_tree(0.0))
+
+    assert restored is not None
+    step, tree = restored
+    assert step == 1
+    assert_trees_close(tree, example_tree(1.0), atol=0.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert str(newest) in warnings[0]
+
+
+def test_all_checkpoints_corrupt_returns_none(tmp_path, caplog):
+    store = CheckpointStore(tmp_path / "checkpoints")
+    store.save(1, example_tree(1.0))
+    store.save(2, example_tree(2.0))
+    damage_step(store.directory / "1", "empty")
+    damage_step(store.directory / "2", "empty")
+
+    with caplog.at_level(logging.WARNING, logger="diffland.training.checkpoint"):
+        restored = CheckpointStore(tmp_path / "checkpoints").restore_latest(example_tree(0.0))
+
+    assert restored is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+
+
+def test_empty_store_restores_none(tmp_path):
+    store = CheckpointStore(tmp_path / "checkpoints")
+
+    assert store.steps() == []
+    assert store.restore_latest(example_tree(0.0)) is None
+
+
+# -- optimizer ---------------------------------------------------------------------------
+
+
+def test_nonfinite_update_skipped_and_counted():
+    optimizer = make_optimizer(TrainConfig(steps=10, warmup_steps=0, learning_rate=0.1))
+    params = {"kp": jnp.float32(0.5), "layer": jnp.ones(3)}
+    state = optimizer.init(params)
+    poisoned = {"kp": jnp.float32(jnp.nan), "layer": jnp.ones(3)}
+
+    updates, state = optimizer.update(poisoned, state, params)
+    skipped = optax.apply_updates(params, updates)
+
+    assert_trees_close(skipped, params, atol=0.0)
+    assert int(state.total_notfinite) == 1
+    assert int(state.notfinite_count) == 1
+
+    updates, state = optimizer.update({"kp": jnp.float32(jnp.inf), "layer": jnp.ones(3)}, state)
+    skipped = optax.apply_updates(skipped, updates)
+    assert_trees_close(skipped, params, atol=0.0)
+    assert int(state.total_notfinite) == 2
+
+    finite = {"kp": jnp.float32(1.0), "layer": jnp.ones(3)}
+    updates, state = optimizer.update(finite, state, skipped)
+    applied = optax.apply_updates(skipped, updates)
+    assert float(applied["kp"]) < 0.5
+    assert int(state.total_notfinite) == 2
+    assert int(state.notfinite_count) == 0
+
+
+def test_optimizer_clips_gradient_norm():
+    # Adam's first update is about -learning_rate * sign(g) whatever the gradient scale, so
+    # the clipping shows only in Adam's first moment, (1 - b1) times the clipped gradient.
+    config = TrainConfig(steps=10, warmup_steps=0, learning_rate=0.1, clip_norm=1.0)
+    optimizer = make_optimizer(config)
+    params = {"a": jnp.zeros(2)}
+    state = optimizer.init(params)
+
+    updates, state = optimizer.update({"a": jnp.array([300.0, -400.0])}, state, params)
+
+    clipped_mean = state.inner_state[1].mu["a"]
+    assert float(jnp.linalg.norm(clipped_mean)) == pytest.approx(0.1, rel=1e-5)
+    assert np.all(np.isfinite(np.asarray(updates["a"])))

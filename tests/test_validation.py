@@ -1,0 +1,263 @@
+"""Invalid inputs raise ValueError at construction, with a message naming the value."""
+
+import math
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from diffland.controllers import PIDGains
+from diffland.dynamics import (
+    SimConfig,
+    VerticalLander,
+    falcon9_like,
+    make_vertical_params,
+    make_vertical_state,
+)
+from diffland.scenarios import LandingBurnScenario, sample_landing_burn_states
+from diffland.training import LandingTask, TrainConfig, Trainer
+
+VEHICLE = VerticalLander()
+VALID_PARAMS = dict(
+    gravity=9.81,
+    max_thrust=845.0e3,
+    throttle_min=0.4,
+    throttle_max=1.0,
+    isp=282.0,
+    dry_mass=25_600.0,
+)
+
+
+class UncallableController(nn.Module):
+    """A controller that fails the test if the trainer initialises or rolls it out."""
+
+    @nn.compact
+    def __call__(self, state, params, carry):
+        raise AssertionError("the trainer used the controller before validating its inputs")
+
+    def initial_carry(self, dtype=None):
+        return ()
+
+
+def params_with(**overrides):
+    return make_vertical_params(**{**VALID_PARAMS, **overrides})
+
+
+# -- make_vertical_params ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "pattern"),
+    [
+        ({"dry_mass": -1.0}, r"params\.dry_mass = -1\.0 must be positive"),
+        ({"dry_mass": 0.0}, r"params\.dry_mass = 0\.0 must be positive"),
+        ({"dry_mass": math.nan}, r"dry_mass = nan is NaN"),
+        ({"max_thrust": -5.0}, r"params\.max_thrust = -5\.0 must be positive"),
+        ({"isp": math.nan}, r"isp = nan is NaN"),
+        ({"gravity": math.inf}, r"params\.gravity contains a non-finite value \(inf\)"),
+        ({"reference_area": -1.0}, r"params\.reference_area = -1\.0 must be zero or positive"),
+        ({"throttle_min": -0.1}, r"throttle bounds \[-0\.1\d*, 1\.0\] must satisfy"),
+    ],
+    ids=[
+        "negative-dry",
+        "zero-dry",
+        "nan-dry",
+        "negative-thrust",
+        "nan-isp",
+        "inf-gravity",
+        "negative-area",
+        "negative-throttle",
+    ],
+)
+def test_make_params_rejects(overrides, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        params_with(**overrides)
+
+
+def test_make_params_rejects_reversed_throttle():
+    with pytest.raises(
+        ValueError, match=r"throttle_min = 0\.\d+ is not below throttle_max"
+    ) as info:
+        params_with(throttle_min=0.9, throttle_max=0.4)
+
+    assert "reversed" in str(info.value)
+
+
+def test_make_params_rejects_equal_throttle():
+    with pytest.raises(ValueError, match="is not below throttle_max"):
+        params_with(throttle_min=0.5, throttle_max=0.5)
+
+
+def test_make_params_accepts_numpy_scalars():
+    params = params_with(gravity=np.float32(9.81), dry_mass=np.int64(25_600))
+
+    assert float(params.dry_mass) == 25_600.0
+
+
+# -- vehicle states ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "pattern"),
+    [
+        ((100.0, -5.0, -30_000.0), r"state\.mass = -30000\.0 must be positive"),
+        ((100.0, -5.0, 0.0), r"state\.mass = 0\.0 must be positive"),
+        ((100.0, -5.0, math.nan), r"state\.mass contains a non-finite value \(nan\)"),
+        ((math.nan, -5.0, 30_000.0), r"state\.altitude contains a non-finite value \(nan\)"),
+        ((100.0, math.inf, 30_000.0), r"state\.velocity contains a non-finite value \(inf\)"),
+        (
+            (100.0, -5.0, 20_000.0),
+            r"state\.mass = 20000\.0 kg is below params\.dry_mass = 25600\.0 kg",
+        ),
+    ],
+    ids=["negative-mass", "zero-mass", "nan-mass", "nan-altitude", "inf-velocity", "below-dry"],
+)
+def test_vehicle_validate_rejects(state, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        VEHICLE.validate(make_vertical_state(*state), falcon9_like())
+
+
+def test_vehicle_validate_accepts_valid_batch():
+    states = make_vertical_state([100.0, 2000.0], [-5.0, -250.0], [25_600.0, 31_000.0])
+
+    assert VEHICLE.validate(states, falcon9_like()) is None
+
+
+# -- trainer construction ----------------------------------------------------------------
+
+
+def batch_with(mass_values, altitude_values=(2000.0, 1800.0, 2500.0)):
+    return make_vertical_state(list(altitude_values), [-250.0, -220.0, -260.0], mass_values)
+
+
+@pytest.mark.parametrize(
+    ("states", "pattern"),
+    [
+        (batch_with([31_000.0, -1.0, 30_000.0]), r"state\.mass = \[.*-1\..*\] must be positive"),
+        (batch_with([31_000.0, math.nan, 30_000.0]), r"state\.mass contains a non-finite value"),
+        (
+            batch_with([31_000.0, 20_000.0, 30_000.0]),
+            r"below params\.dry_mass = 25600\.0 kg",
+        ),
+        (
+            batch_with([31_000.0, 29_000.0, 30_000.0], [2000.0, math.nan, 2500.0]),
+            r"state\.altitude contains a non-finite value",
+        ),
+    ],
+    ids=["negative-mass", "nan-mass", "below-dry", "nan-altitude"],
+)
+def test_trainer_rejects_bad_train_states(states, pattern):
+    task = LandingTask(VEHICLE, falcon9_like(), SimConfig(horizon=10))
+
+    with pytest.raises(ValueError, match=pattern):
+        Trainer(task, UncallableController(), TrainConfig(steps=1, batch_size=2), states)
+
+
+def test_trainer_rejects_bad_eval_states():
+    task = LandingTask(VEHICLE, falcon9_like(), SimConfig(horizon=10))
+    good = batch_with([31_000.0, 29_000.0, 30_000.0])
+    bad = batch_with([31_000.0, math.nan, 30_000.0])
+
+    with pytest.raises(ValueError, match=r"state\.mass contains a non-finite value"):
+        Trainer(task, UncallableController(), TrainConfig(steps=1, batch_size=2), good, bad)
+
+
+def test_trainer_rejects_reversed_task_throttle():
+    # Parameters built without make_vertical_params skip its check, so the trainer repeats it.
+    params = falcon9_like().replace(
+        throttle_min=jax.numpy.float32(0.9), throttle_max=jax.numpy.float32(0.4)
+    )
+    task = LandingTask(VEHICLE, params, SimConfig(horizon=10))
+    states = batch_with([31_000.0, 29_000.0, 30_000.0])
+
+    with pytest.raises(ValueError, match="is not below throttle_max"):
+        Trainer(task, UncallableController(), TrainConfig(steps=1, batch_size=2), states)
+
+
+# -- configuration objects ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "pattern"),
+    [
+        ({"control_dt": 0.0}, r"control_dt = 0\.0 is invalid"),
+        ({"control_dt": -0.1}, r"control_dt = -0\.1 is invalid"),
+        ({"control_dt": math.nan}, r"control_dt = nan is invalid"),
+        ({"control_dt": "0.1"}, r"control_dt = '0\.1' is invalid"),
+        ({"substeps": 0}, r"substeps = 0 must be an integer >= 1"),
+        ({"substeps": 1.5}, r"substeps = 1\.5 must be an integer >= 1"),
+        ({"horizon": 0}, r"horizon = 0 must be an integer >= 1"),
+    ],
+    ids=[
+        "zero-dt",
+        "negative-dt",
+        "nan-dt",
+        "string-dt",
+        "zero-substeps",
+        "float-substeps",
+        "zero-horizon",
+    ],
+)
+def test_sim_config_rejects(settings, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        SimConfig(**settings)
+
+
+def test_sim_config_rejects_infinite_dt():
+    with pytest.raises(ValueError, match="control_dt = inf"):
+        SimConfig(control_dt=math.inf)
+
+
+@pytest.mark.parametrize(
+    ("settings", "pattern"),
+    [
+        ({"steps": 0}, r"TrainConfig\.steps = 0 must be an integer >= 1"),
+        ({"batch_size": -4}, r"TrainConfig\.batch_size = -4 must be an integer >= 1"),
+        ({"checkpoint_every": 0}, r"TrainConfig\.checkpoint_every = 0"),
+        ({"learning_rate": 0.0}, r"learning_rate = 0\.0 and clip_norm = 1\.0 must both be"),
+        ({"learning_rate": math.nan}, r"learning_rate = nan"),
+        ({"clip_norm": -1.0}, r"clip_norm = -1\.0 must both be positive"),
+    ],
+    ids=["zero-steps", "negative-batch", "zero-checkpoint", "zero-lr", "nan-lr", "negative-clip"],
+)
+def test_train_config_rejects(settings, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        TrainConfig(**settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "pattern"),
+    [
+        ({"kp": -0.1}, r"PIDGains\.kp = -0\.1 must be a positive number"),
+        ({"ki": math.nan}, r"PIDGains\.ki = nan must be a positive number"),
+        ({"touchdown_speed": 0.0}, r"PIDGains\.touchdown_speed = 0\.0 must be a positive"),
+        ({"decel_fraction": 1.0}, r"PIDGains\.decel_fraction = 1\.0 must lie strictly"),
+        ({"decel_fraction": 0.0}, r"PIDGains\.decel_fraction = 0\.0 must lie strictly"),
+    ],
+    ids=["negative-kp", "nan-ki", "zero-touchdown-speed", "beta-one", "beta-zero"],
+)
+def test_pid_gains_reject(settings, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        PIDGains(**settings)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"altitude_range": (3000.0, 1500.0)},
+        {"speed_range": (0.0, 300.0)},
+        {"propellant_range": (3000.0, math.nan)},
+    ],
+    ids=["reversed-altitude", "zero-speed", "nan-propellant"],
+)
+def test_scenario_rejects_bad_ranges(settings):
+    name = next(iter(settings))
+
+    with pytest.raises(ValueError, match=rf"{name} = .* must satisfy 0 < low <= high"):
+        LandingBurnScenario(**settings)
+
+
+def test_sample_count_must_be_positive():
+    with pytest.raises(ValueError, match="count = 0 must be at least 1"):
+        sample_landing_burn_states(jax.random.PRNGKey(0), 0, VEHICLE, falcon9_like())
