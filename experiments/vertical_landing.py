@@ -36,6 +36,7 @@ from diffland.training import (
     TensorBoardWriter,
     TrainConfig,
     Trainer,
+    TrainResult,
     init_controller,
 )
 from diffland.training.callbacks import MetricsHistory
@@ -104,6 +105,70 @@ def build_controllers(vehicle: VerticalLander, dt: float) -> dict[str, Any]:
     }
 
 
+def sample_training_sets(
+    seed: int, config: VerticalLandingConfig, task: LandingTask
+) -> tuple[Any, Any]:
+    """Draw this seed's training pool and validation states (disjoint streams)."""
+    key = jax.random.PRNGKey(seed)
+    sets = []
+    for stream, count in ((0, config.train_pool), (1, config.validation_states)):
+        states, _ = sample_landing_burn_states(
+            jax.random.fold_in(key, stream),
+            count,
+            task.vehicle,
+            task.params,
+            LandingBurnScenario(),
+            chunk=config.sampling_chunk,
+        )
+        sets.append(states)
+    return sets[0], sets[1]
+
+
+def train_controller(
+    name: str,
+    controller: Any,
+    setting: ControllerSetting,
+    seed: int,
+    task: LandingTask,
+    training_sets: tuple[Any, Any],
+    run_folder: pathlib.Path,
+    resume: bool,
+) -> tuple[TrainResult, MetricsHistory]:
+    """Train one controller with checkpoints, metrics files and a progress bar."""
+    train_config = TrainConfig(
+        steps=setting.steps,
+        batch_size=setting.batch_size,
+        learning_rate=setting.learning_rate,
+        seed=seed,
+        eval_every=50,
+        checkpoint_every=100,
+    )
+    history = MetricsHistory()
+    board = TensorBoardWriter(run_folder / "tensorboard" / f"seed{seed}" / name)
+    bar = ProgressBar(setting.steps, description=f"{name} (seed {seed})")
+    pool, validation = training_sets
+    trainer = Trainer(
+        task,
+        controller,
+        train_config,
+        pool,
+        validation,
+        checkpoint_dir=run_folder / "checkpoints" / f"seed{seed}" / name,
+        callbacks=[
+            JsonlWriter(run_folder / "metrics.jsonl", {"controller": name, "seed": seed}),
+            board,
+            history,
+            bar,
+        ],
+    )
+    try:
+        result = trainer.train(resume=resume)
+    finally:
+        bar.close()
+        board.close()
+    return result, history
+
+
 def run_seed(
     seed: int,
     config: VerticalLandingConfig,
@@ -114,84 +179,32 @@ def run_seed(
     resume: bool,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Train the three controllers for one seed and score all five on the held-out set."""
-    vehicle, params = task.vehicle, task.params
-    key = jax.random.PRNGKey(seed)
-    scenario = LandingBurnScenario()
-    pool, _ = sample_landing_burn_states(
-        jax.random.fold_in(key, 0),
-        config.train_pool,
-        vehicle,
-        params,
-        scenario,
-        chunk=config.sampling_chunk,
-    )
-    validation, _ = sample_landing_burn_states(
-        jax.random.fold_in(key, 1),
-        config.validation_states,
-        vehicle,
-        params,
-        scenario,
-        chunk=config.sampling_chunk,
-    )
-
+    training_sets = sample_training_sets(seed, config, task)
     settings = {"pid_tuned": config.pid, "neuro_pid": config.neuro_pid, "mlp": config.mlp}
-    controllers = build_controllers(vehicle, config.control_dt)
     timings = {"compile": 0.0, "train": 0.0, "eval": 0.0}
     results: dict[str, dict[str, Any]] = {}
     histories: dict[str, MetricsHistory] = {}
     trajectories = {}
 
-    hand = VerticalPID(vehicle, config.control_dt)
-    example = jax.tree_util.tree_map(lambda x: x[0], held_out)
-    hand_variables = init_controller(task, hand, jax.random.PRNGKey(0), example)
-    start = time.perf_counter()
-    trajectories["pid_hand"], outcome = rollout_outcomes(task, hand, hand_variables, held_out)
-    timings["eval"] += time.perf_counter() - start
-    results["pid_hand"] = summarize_outcomes(outcome, held_out_optimum.propellant)
-    results["pid_hand"].update(train_seconds=0.0, compile_seconds=0.0)
-
-    for name, controller in controllers.items():
-        setting = settings[name]
-        train_config = TrainConfig(
-            steps=setting.steps,
-            batch_size=setting.batch_size,
-            learning_rate=setting.learning_rate,
-            seed=seed,
-            eval_every=50,
-            checkpoint_every=100,
-        )
-        history = MetricsHistory()
-        board = TensorBoardWriter(run_folder / "tensorboard" / f"seed{seed}" / name)
-        bar = ProgressBar(setting.steps, description=f"{name} (seed {seed})")
-        trainer = Trainer(
-            task,
-            controller,
-            train_config,
-            pool,
-            validation,
-            checkpoint_dir=run_folder / "checkpoints" / f"seed{seed}" / name,
-            callbacks=[
-                JsonlWriter(run_folder / "metrics.jsonl", {"controller": name, "seed": seed}),
-                board,
-                history,
-                bar,
-            ],
-        )
-        result = trainer.train(resume=resume)
-        bar.close()
-        board.close()
-        histories[name] = history
-        timings["compile"] += result.compile_seconds
-        timings["train"] += result.train_seconds
-
+    def score(name, controller, variables, train_seconds, compile_seconds):
         start = time.perf_counter()
-        variables = {"params": result.state.params}
         trajectories[name], outcome = rollout_outcomes(task, controller, variables, held_out)
         timings["eval"] += time.perf_counter() - start
         results[name] = summarize_outcomes(outcome, held_out_optimum.propellant)
-        results[name].update(
-            train_seconds=result.train_seconds, compile_seconds=result.compile_seconds
+        results[name].update(train_seconds=train_seconds, compile_seconds=compile_seconds)
+
+    hand = VerticalPID(task.vehicle, config.control_dt)
+    example = jax.tree_util.tree_map(lambda x: x[0], held_out)
+    score("pid_hand", hand, init_controller(task, hand, jax.random.PRNGKey(0), example), 0.0, 0.0)
+
+    for name, controller in build_controllers(task.vehicle, config.control_dt).items():
+        result, histories[name] = train_controller(
+            name, controller, settings[name], seed, task, training_sets, run_folder, resume
         )
+        timings["compile"] += result.compile_seconds
+        timings["train"] += result.train_seconds
+        variables = {"params": result.state.params}
+        score(name, controller, variables, result.train_seconds, result.compile_seconds)
 
     results["fuel_optimal"] = fuel_optimal_entry(held_out_optimum)
     plots = run_folder / "plots"

@@ -2,7 +2,6 @@
 folder checks."""
 
 import dataclasses
-import functools
 import json
 
 import pytest
@@ -24,6 +23,7 @@ def tiny_config():
         train_pool=32,
         validation_states=8,
         held_out_states=HELD_OUT,
+        sampling_chunk=512,
         pid=setting,
         neuro_pid=setting,
         mlp=setting,
@@ -34,23 +34,12 @@ def tiny_config():
 def tiny_run(tmp_path_factory):
     """Run the experiment once with the tiny config and return the config, the run folder
     and the results that ``run`` returns."""
-    # The default chunk of 8192 candidate states per draw costs seconds for the few dozen
-    # states this run needs. A smaller chunk draws from the same distribution.
-    patch = pytest.MonkeyPatch()
-    patch.setattr(
-        vertical_landing,
-        "sample_landing_burn_states",
-        functools.partial(vertical_landing.sample_landing_burn_states, chunk=512),
+    config = tiny_config()
+    folder = common.prepare_run_folder(
+        tmp_path_factory.mktemp("runs") / "tiny", False, "vertical_landing"
     )
-    try:
-        config = tiny_config()
-        folder = common.prepare_run_folder(
-            tmp_path_factory.mktemp("runs") / "tiny", False, "vertical_landing"
-        )
-        common.save_config(folder, config, resume=False)
-        returned = vertical_landing.run(config, folder, resume=False)
-    finally:
-        patch.undo()
+    common.save_config(folder, config, resume=False)
+    returned = vertical_landing.run(config, folder, resume=False)
     return config, folder, returned
 
 
