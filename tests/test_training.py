@@ -4,6 +4,7 @@ one compilation per run, and the metrics it reports."""
 import json
 import logging
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -288,3 +289,31 @@ def test_optimizer_clips_gradient_norm():
     clipped_mean = state.inner_state[1].mu["a"]
     assert float(jnp.linalg.norm(clipped_mean)) == pytest.approx(0.1, rel=1e-5)
     assert np.all(np.isfinite(np.asarray(updates["a"])))
+
+
+class NaNGradientPolicy(nn.Module):
+    """Hold mid-range throttle through ``0 * sqrt(p)`` with ``p = 0``, whose gradient is NaN."""
+
+    @nn.compact
+    def __call__(self, state, params, carry):
+        p = self.param("p", nn.initializers.zeros, ())
+        low, high = VEHICLE.action_bounds(params)
+        return 0.5 * (low + high) + 0.0 * jnp.sqrt(p), carry
+
+    def initial_carry(self, dtype=jnp.float32):
+        return ()
+
+
+def test_trainer_stops_after_nonfinite_updates():
+    limit = 3
+    config = train_config(steps=10, checks=False, max_consecutive_nonfinite=limit)
+    trainer = Trainer(landing_task(), NaNGradientPolicy(), config, start_pool())
+    seen = []
+    trainer.callbacks.append(lambda step, metrics: seen.append(metrics))
+
+    with pytest.raises(FloatingPointError, match=f"last {limit} updates up to step {limit}"):
+        trainer.train()
+
+    assert len(seen) == limit + 1  # the compile-time record, then one per update
+    assert seen[-1]["train/nonfinite_skipped"] == limit
+    assert seen[-1]["train/nonfinite_consecutive"] == limit

@@ -57,7 +57,7 @@ class TrainConfig:
     eval_every: int = 100
     """Steps between evaluations on the validation states."""
     max_consecutive_nonfinite: int = 20
-    """Non-finite updates in a row that are skipped before one is applied anyway."""
+    """Non-finite updates in a row after which training stops with ``FloatingPointError``."""
     checks: bool | None = None
     """Runtime finiteness and retrace checks; None reads the DIFFLAND_CHECKS variable."""
 
@@ -105,7 +105,9 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """Return the one chain that owns all gradient processing.
 
     Global-norm clipping, Adam and a warm-up cosine schedule, wrapped so that an update
-    with a non-finite gradient is skipped and counted instead of applied.
+    with a non-finite gradient is skipped and counted instead of applied. optax would
+    apply one after ``max_consecutive_errors`` skips in a row; the limit is set out of
+    reach, and :meth:`Trainer.train` stops at ``config.max_consecutive_nonfinite`` instead.
     """
     schedule = learning_rate_schedule(config)
     chain = optax.chain(
@@ -113,7 +115,7 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
         optax.scale_by_adam(),
         optax.scale_by_learning_rate(schedule),
     )
-    return optax.apply_if_finite(chain, max_consecutive_errors=config.max_consecutive_nonfinite)
+    return optax.apply_if_finite(chain, max_consecutive_errors=2**31 - 1)
 
 
 def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
@@ -221,6 +223,7 @@ class Trainer:
         metrics["train/grad_norm"] = optax.tree.norm(grads)
         metrics["train/learning_rate"] = self.schedule(state.step)
         metrics["train/nonfinite_skipped"] = opt_state.total_notfinite
+        metrics["train/nonfinite_consecutive"] = opt_state.notfinite_count
         new_state = TrainState(params=params, opt_state=opt_state, key=key, step=state.step + 1)
         return new_state, metrics
 
@@ -285,6 +288,8 @@ class Trainer:
         state = self.restore() if resume else None
         resumed_from = int(state.step) if state is not None else None
         if state is None:
+            if resume:
+                logger.info("no readable checkpoint to resume from; starting at step 0")
             state = self.init()
         compile_seconds = self.compile(state)
         logger.info("compiled the update in %.2f s", compile_seconds)
@@ -298,6 +303,7 @@ class Trainer:
             if step % self.config.eval_every == 0 or step == self.config.steps:
                 host_metrics.update(self.evaluate(state.params))
             self._emit(step, host_metrics)
+            self._stop_if_diverged(step, host_metrics)
             if self.store is not None and (
                 step % self.config.checkpoint_every == 0 or step == self.config.steps
             ):
@@ -305,6 +311,17 @@ class Trainer:
         jax.block_until_ready(state)
         train_seconds = time.perf_counter() - start
         return TrainResult(state, compile_seconds, train_seconds, resumed_from)
+
+    def _stop_if_diverged(self, step: int, metrics: Mapping[str, float]) -> None:
+        consecutive = int(metrics["train/nonfinite_consecutive"])
+        if consecutive < self.config.max_consecutive_nonfinite:
+            return
+        raise FloatingPointError(
+            f"the last {consecutive} updates up to step {step} had non-finite gradients and "
+            "were skipped, so training stopped. The parameters are the last finite ones "
+            "(see the newest checkpoint). Lower the learning rate or clip_norm, shorten the "
+            "horizon, or run with checks=True to find where the first NaN appears."
+        )
 
     def _emit(self, step: int, metrics: Mapping[str, float]) -> None:
         for callback in self.callbacks:
