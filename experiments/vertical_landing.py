@@ -285,7 +285,17 @@ def main(argv: list[str] | None = None) -> int:
         common.save_config(run_folder, config, args.resume)
     except (ValueError, common.RunFolderError) as error:
         parser.error(str(error))
-    results = run(config, run_folder, args.resume)
+    try:
+        results = run(config, run_folder, args.resume)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; continue with: python -m experiments.{EXPERIMENT} "
+            f"--resume --out {run_folder}"
+            + (" --quick" if args.quick else "")
+            + (f" --seeds {args.seeds}" if args.seeds != 1 else ""),
+            file=sys.stderr,
+        )
+        return 130
     print()
     print(common.format_table(results["controllers"]))
     timings = results["timings"]

@@ -320,3 +320,35 @@ def test_trainer_stops_after_nonfinite_updates():
     assert len(seen) == limit + 1  # the compile-time record, then one per update
     assert seen[-1]["train/nonfinite_skipped"] == limit
     assert seen[-1]["train/nonfinite_consecutive"] == limit
+
+
+def test_interrupt_saves_checkpoint(tmp_path):
+    config = train_config(steps=10, checkpoint_every=100)
+    folder = tmp_path / "checkpoints"
+    trainer = Trainer(
+        landing_task(),
+        VerticalPID(VEHICLE, CONTROL_DT),
+        config,
+        start_pool(),
+        checkpoint_dir=folder,
+    )
+
+    def press_ctrl_c(step, metrics):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    trainer.callbacks.append(press_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+
+    assert CheckpointStore(folder).steps() == [3]
+    resumed = Trainer(
+        landing_task(),
+        VerticalPID(VEHICLE, CONTROL_DT),
+        config,
+        start_pool(),
+        checkpoint_dir=folder,
+    )
+    result = resumed.train(resume=True)
+    assert result.resumed_from == 3
+    assert int(result.state.step) == 10

@@ -296,21 +296,37 @@ class Trainer:
 
         self._emit(int(state.step), {"train/compile_seconds": compile_seconds})
         start = time.perf_counter()
-        while int(state.step) < self.config.steps:
-            state, metrics = self.step(state)
-            step = int(state.step)
-            host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if step % self.config.eval_every == 0 or step == self.config.steps:
-                host_metrics.update(self.evaluate(state.params))
-            self._emit(step, host_metrics)
-            self._stop_if_diverged(step, host_metrics)
-            if self.store is not None and (
-                step % self.config.checkpoint_every == 0 or step == self.config.steps
-            ):
-                self.store.save(step, state)
+        saved_step = int(state.step)
+        try:
+            while int(state.step) < self.config.steps:
+                state, metrics = self.step(state)
+                step = int(state.step)
+                host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if step % self.config.eval_every == 0 or step == self.config.steps:
+                    host_metrics.update(self.evaluate(state.params))
+                self._emit(step, host_metrics)
+                self._stop_if_diverged(step, host_metrics)
+                if step % self.config.checkpoint_every == 0 or step == self.config.steps:
+                    saved_step = self._save(state)
+        except KeyboardInterrupt:
+            if int(state.step) != saved_step:
+                self._save(state)
+            logger.warning(
+                "training interrupted after step %d; the last checkpoint is in %s",
+                int(state.step),
+                self.store.directory if self.store is not None else "(no checkpoint folder)",
+            )
+            raise
         jax.block_until_ready(state)
         train_seconds = time.perf_counter() - start
         return TrainResult(state, compile_seconds, train_seconds, resumed_from)
+
+    def _save(self, state: TrainState) -> int:
+        """Checkpoint ``state`` if a checkpoint folder is set; return its step."""
+        step = int(state.step)
+        if self.store is not None:
+            self.store.save(step, state)
+        return step
 
     def _stop_if_diverged(self, step: int, metrics: Mapping[str, float]) -> None:
         consecutive = int(metrics["train/nonfinite_consecutive"])
