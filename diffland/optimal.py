@@ -1,10 +1,10 @@
 """The 1-D fuel-optimal landing burn for an engine that stays lit within its throttle bounds.
 
 For vertical flight with the engine lit between ``T_min`` and ``T_max`` from ignition to
-touchdown, the minimum-propellant landing holds ``T_min`` and switches once to ``T_max``
-so that the speed and the altitude reach zero together (bang-bang optimal control of the
-rocket landing problem; with drag on, the same one-switch family is searched, which is
-a restriction, not a proof of optimality).
+touchdown, the minimum-propellant landing burns at ``T_min`` and switches once to
+``T_max`` so that the speed and the altitude reach zero together. This is the bang-bang
+solution of the rocket landing problem without drag. With drag on, the same one-switch
+family is searched, which is a restriction, not a proof of optimality.
 
 The switch time is the root of ``g(t_s)``, the altitude at which the descent stops when
 switching at ``t_s``. The function ``g`` is evaluated on the vehicle's own equations of

@@ -17,10 +17,10 @@ from diffland.optimal import OptimalBurn, fuel_optimal_burn
 class LandingBurnScenario:
     """Start states at ignition of a vertical landing burn, drawn uniformly, then filtered.
 
-    A drawn state is kept when the fuel-optimal burn from it (minimum, then maximum
-    throttle, computed on the same dynamics) exists, switches to full thrust at least
-    ``min_switch_time`` after ignition, and the propellant on board covers the optimal
-    burn's need with ``propellant_margin`` to spare. The margins leave room for a
+    A drawn state is kept when the fuel-optimal burn from it exists and switches to full
+    thrust at least ``min_switch_time`` after ignition. The propellant on board must also
+    cover that burn's need with ``propellant_margin`` to spare. The burn (minimum, then
+    maximum throttle) is computed on the same dynamics. The margins leave room for a
     closed-loop controller that cannot know the exact optimum.
     """
 
@@ -80,9 +80,9 @@ def sample_landing_burn_states(
 ) -> tuple[VerticalState, OptimalBurn]:
     """Return ``count`` feasible start states and the fuel-optimal burn from each.
 
-    Candidates are drawn in chunks of ``chunk`` until enough pass the filter; raises
-    ``ValueError`` if ``max_draws`` chunks are not enough (the ranges leave almost no
-    feasible state).
+    Candidates are drawn in chunks of ``chunk`` until enough pass the filter. Raises
+    ``ValueError`` if ``max_draws`` chunks are not enough, because the ranges leave almost
+    no feasible state.
     """
     if count < 1:
         raise ValueError(f"count = {count} must be at least 1.")

@@ -2,9 +2,9 @@
 
 The scenario starts at ignition of the landing burn: the engine is lit at t = 0 and
 stays lit within its throttle bounds (40-100 %) until touchdown. Start states are drawn
-uniformly (altitude 1.5-3 km, descent 200-300 m/s, 3-9 t of propellant) and kept only
-where the fuel-optimal burn, computed on the same dynamics, switches to full thrust at
-least 1 s after ignition and needs at most 1/1.2 of the propellant on board.
+uniformly (altitude 1.5-3 km, descent 200-300 m/s, 3-9 t of propellant). A state is kept
+only where the fuel-optimal burn, computed on the same dynamics, switches to full thrust
+at least 1 s after ignition and needs at most 1/1.2 of the propellant on board.
 
 Three controllers train by backpropagation through the rollout (the PID's gains, the
 NeuroPID and the MLP); they are compared on a held-out set of 4,096 start states (its own
@@ -271,31 +271,27 @@ def run(config: VerticalLandingConfig, run_folder: pathlib.Path, resume: bool) -
     return {"controllers": controllers, "timings": timings}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
     )
     common.add_common_arguments(parser)
     parser.add_argument("--seeds", type=int, default=1, help="number of training seeds (default 1)")
-    args = parser.parse_args(argv)
-    common.configure_logging(args.log_level)
-    try:
-        config = VerticalLandingConfig.create(args.quick, args.seeds)
-        run_folder = common.prepare_run_folder(args.out, args.resume, EXPERIMENT)
-        common.save_config(run_folder, config, args.resume)
-    except (ValueError, common.RunFolderError) as error:
-        parser.error(str(error))
-    try:
-        results = run(config, run_folder, args.resume)
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; continue with: python -m experiments.{EXPERIMENT} "
-            f"--resume --out {run_folder}"
-            + (" --quick" if args.quick else "")
-            + (f" --seeds {args.seeds}" if args.seeds != 1 else ""),
-            file=sys.stderr,
-        )
-        return 130
+    return parser
+
+
+def resume_command(args: argparse.Namespace, run_folder: pathlib.Path) -> str:
+    """Return the command line that continues this run."""
+    command = f"python -m experiments.{EXPERIMENT} --resume --out {run_folder}"
+    if args.quick:
+        command += " --quick"
+    if args.seeds != 1:
+        command += f" --seeds {args.seeds}"
+    return command
+
+
+def print_summary(results: dict, run_folder: pathlib.Path) -> None:
+    """Print the results table, the timings and the run folder."""
     print()
     print(common.format_table(results["controllers"]))
     timings = results["timings"]
@@ -304,6 +300,26 @@ def main(argv: list[str] | None = None) -> int:
         f"eval {timings['eval']:.1f}, total {timings['total']:.1f}"
     )
     print(f"run folder: {run_folder}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    common.configure_logging(args.log_level)
+    try:
+        config = VerticalLandingConfig.create(args.quick, args.seeds)
+        run_folder = common.prepare_run_folder(args.out, args.resume, EXPERIMENT)
+        common.save_config(run_folder, config, args.resume)
+    except (ValueError, common.RunFolderError) as error:
+        parser.error(str(error))
+
+    try:
+        results = run(config, run_folder, args.resume)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: {resume_command(args, run_folder)}", file=sys.stderr)
+        return 130
+
+    print_summary(results, run_folder)
     return 0
 
 

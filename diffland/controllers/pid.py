@@ -12,9 +12,9 @@ reference deceleration, ``u_ff = m * (g + beta * a_max) / T_max``::
 
     command = u_ff + kp * e + ki * integral(e dt) + kd * de/dt
 
-A booster that starts above the profile (slower than ``v_ref``) gets a negative error and
-a command at minimum throttle until it meets the profile, then brakes along it: the shape
-of the fuel-optimal burn, with ``beta`` setting how late it brakes.
+A booster that starts above the profile (slower than ``v_ref``) gets a negative error, so
+it commands minimum throttle until it meets the profile and then brakes along it. This is
+the shape of the fuel-optimal burn, and ``beta`` sets how late the braking starts.
 
 Positivity. Every gain and ``v_td`` is stored as an unconstrained number ``p`` and used as
 ``softplus(p)``; ``beta = sigmoid(p)`` stays in (0, 1).

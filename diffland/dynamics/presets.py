@@ -24,9 +24,9 @@ def falcon9_like(*, drag: bool = False, dtype=None) -> VerticalParams:
     - Drag (only with ``drag=True``): area 10.5 m^2 (3.66 m diameter) and Cd 0.8 base-first,
       an estimate.
 
-    At 40 % throttle the stage could hover only above about 34.5 t; with a few tonnes of
+    At 40 % throttle the stage could hover only above about 34.5 t. With a few tonnes of
     propellant on a 25.6 t dry stage, minimum thrust outweighs the vehicle, so it cannot
-    hover and must time its burn to reach zero speed at the ground (a "hoverslam").
+    hover. It must time its burn to reach zero speed at the ground (a "hoverslam").
     """
     return make_vertical_params(
         gravity=EARTH_GRAVITY,
@@ -47,8 +47,8 @@ def apollo_lm_like(*, dtype=None) -> VerticalParams:
     - Descent engine: 43,900 N maximum (range of sources 43,900-46,700 N), from the
       US Space & Rocket Center placard and encyclopedia entries.
     - Throttle: a continuous 10 %-60 % band. The flight engine also had a full-thrust
-      setting; the band from 60 % to 100 % was avoided in flight (nozzle erosion), so this
-      preset leaves it out.
+      setting. The band from 60 % to 100 % was avoided in flight because of nozzle
+      erosion, so this preset leaves out everything above 60 %.
     - Isp: 311 s, an approximate encyclopedia figure.
     - Dry mass: 7,500 kg, an estimate. A mass of 15.0-16.4 t at the start of powered descent
       less 8.2-8.8 t of usable propellant gives 6.2-8.2 t.
