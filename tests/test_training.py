@@ -352,3 +352,59 @@ def test_interrupt_saves_checkpoint(tmp_path):
     result = resumed.train(resume=True)
     assert result.resumed_from == 3
     assert int(result.state.step) == 10
+
+
+def test_best_validation_params_kept():
+    trainer = Trainer(
+        landing_task(), VerticalPID(VEHICLE, CONTROL_DT), train_config(), start_pool()
+    )
+    state = trainer.init()
+    shifted = jax.tree_util.tree_map(lambda x: x + 1.0, state.params)
+
+    def scored(step, params, success, propellant):
+        current = state.replace(step=jnp.asarray(step, jnp.int32), params=params)
+        metrics = {"eval/success_rate": success, "eval/propellant_mean": propellant}
+        return trainer._keep_if_best(current, metrics)
+
+    first = scored(1, state.params, 0.5, 5000.0)
+    assert int(first.best_step) == 1
+
+    worse = trainer._keep_if_best(
+        first.replace(step=jnp.asarray(2, jnp.int32), params=shifted),
+        {"eval/success_rate": 0.25, "eval/propellant_mean": 4000.0},
+    )
+    assert int(worse.best_step) == 1
+
+    cheaper = trainer._keep_if_best(
+        first.replace(step=jnp.asarray(3, jnp.int32), params=shifted),
+        {"eval/success_rate": 0.5, "eval/propellant_mean": 4500.0},
+    )
+    assert int(cheaper.best_step) == 3
+    assert jax.tree_util.tree_all(
+        jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), cheaper.best_params, shifted)
+    )
+
+
+def test_train_result_selects_best_params(tmp_path):
+    config = train_config(steps=4, eval_every=2)
+    trainer = Trainer(
+        landing_task(),
+        VerticalPID(VEHICLE, CONTROL_DT),
+        config,
+        start_pool(),
+        start_pool(8, seed=1),
+    )
+    result = trainer.train()
+
+    assert result.select_best
+    assert result.selected_step in (2, 4)
+    assert result.selected_params is result.state.best_params
+    unselected = Trainer(
+        landing_task(),
+        VerticalPID(VEHICLE, CONTROL_DT),
+        train_config(steps=4, eval_every=2, select_best=False),
+        start_pool(),
+        start_pool(8, seed=1),
+    ).train()
+    assert unselected.selected_params is unselected.state.params
+    assert unselected.selected_step == 4

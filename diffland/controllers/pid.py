@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -115,6 +116,11 @@ class VerticalPID(nn.Module):
         self.v_td_raw = self.param(
             "touchdown_speed", nn.initializers.constant(_inverse_softplus(g.touchdown_speed)), ()
         )
+
+    def gains_from_params(self, params: Any) -> PIDGains:
+        """Return the physical gains stored in a ``params`` collection of this module."""
+        values = self.apply({"params": params}, method=VerticalPID.effective_gains)
+        return PIDGains(**{name: float(value) for name, value in values.items()})
 
     def effective_gains(self) -> dict[str, jax.Array]:
         """Return the constrained gains in physical units."""

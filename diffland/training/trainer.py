@@ -60,6 +60,10 @@ class TrainConfig:
     """Non-finite updates in a row after which training stops with ``FloatingPointError``."""
     checks: bool | None = None
     """Runtime finiteness and retrace checks; None reads the DIFFLAND_CHECKS variable."""
+    select_best: bool = True
+    """Return the parameters with the best validation score (success rate, then lower
+    propellant) rather than the last ones, when validation states are given. APG
+    training of a landing controller is noisy: a late update can lose landings."""
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "checkpoint_every", "eval_every"):
@@ -90,6 +94,13 @@ class TrainState:
     """Raw uint32 PRNG key for the next batch draw."""
     step: jax.Array
     """Number of updates applied so far, shape ``()``."""
+    best_params: Any
+    """Parameters with the best validation score so far (the initial ones before any)."""
+    best_score: jax.Array
+    """Validation success rate and negated mean propellant (kg) of ``best_params``, shape
+    ``(2,)``, compared in that order; -inf before the first validation."""
+    best_step: jax.Array
+    """Step at which ``best_params`` were scored, shape ``()``."""
 
 
 @dataclasses.dataclass
@@ -99,6 +110,18 @@ class TrainResult:
     train_seconds: float
     resumed_from: int | None
     """Step of the checkpoint training resumed from, or None."""
+    select_best: bool = False
+    """Whether :attr:`selected_params` are the best-validation parameters."""
+
+    @property
+    def selected_params(self) -> Any:
+        """The best-validation parameters when selection is on, else the final ones."""
+        return self.state.best_params if self.select_best else self.state.params
+
+    @property
+    def selected_step(self) -> int:
+        """Step of :attr:`selected_params`."""
+        return int(self.state.best_step if self.select_best else self.state.step)
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -183,6 +206,9 @@ class Trainer:
             opt_state=self.optimizer.init(params),
             key=batch_key,
             step=jnp.zeros((), jnp.int32),
+            best_params=params,
+            best_score=jnp.full((2,), -jnp.inf, jnp.float32),
+            best_step=jnp.zeros((), jnp.int32),
         )
 
     def loss(self, params: Any, batch: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -224,7 +250,7 @@ class Trainer:
         metrics["train/learning_rate"] = self.schedule(state.step)
         metrics["train/nonfinite_skipped"] = opt_state.total_notfinite
         metrics["train/nonfinite_consecutive"] = opt_state.notfinite_count
-        new_state = TrainState(params=params, opt_state=opt_state, key=key, step=state.step + 1)
+        new_state = state.replace(params=params, opt_state=opt_state, key=key, step=state.step + 1)
         return new_state, metrics
 
     def _evaluate_fn(self, params: Any, states: Any) -> dict[str, jax.Array]:
@@ -304,6 +330,7 @@ class Trainer:
                 host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if step % self.config.eval_every == 0 or step == self.config.steps:
                     host_metrics.update(self.evaluate(state.params))
+                    state = self._keep_if_best(state, host_metrics)
                 self._emit(step, host_metrics)
                 self._stop_if_diverged(step, host_metrics)
                 if step % self.config.checkpoint_every == 0 or step == self.config.steps:
@@ -319,7 +346,21 @@ class Trainer:
             raise
         jax.block_until_ready(state)
         train_seconds = time.perf_counter() - start
-        return TrainResult(state, compile_seconds, train_seconds, resumed_from)
+        select_best = self.config.select_best and self.eval_states is not None
+        return TrainResult(state, compile_seconds, train_seconds, resumed_from, select_best)
+
+    def _keep_if_best(self, state: TrainState, metrics: Mapping[str, float]) -> TrainState:
+        """Record the current parameters as the best if their validation score is higher."""
+        if "eval/success_rate" not in metrics:
+            return state
+        score = (metrics["eval/success_rate"], -metrics["eval/propellant_mean"])
+        if score <= tuple(float(x) for x in state.best_score):
+            return state
+        return state.replace(
+            best_params=state.params,
+            best_score=jnp.asarray(score, jnp.float32),
+            best_step=state.step,
+        )
 
     def _save(self, state: TrainState) -> int:
         """Checkpoint ``state`` if a checkpoint folder is set; return its step."""
