@@ -50,12 +50,22 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the run in --out from its last checkpoints",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="logging level (default INFO)",
+    )
 
 
 def configure_logging(level: str) -> None:
+    # force=True: importing orbax already installs a root handler, which would make a plain
+    # basicConfig call do nothing.
     logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
     # Backend probing and checkpoint internals are noisy at INFO.
     for name in ("jax._src.xla_bridge", "absl", "orbax"):
@@ -74,6 +84,8 @@ def prepare_run_folder(out: pathlib.Path | None, resume: bool, experiment: str) 
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = pathlib.Path("runs") / f"{experiment}-{stamp}"
     out = out.absolute()
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out} is a file, not a folder; choose a folder path.")
     if resume and not (out / "config.json").is_file():
         raise RunFolderError(
             f"cannot resume: {out} has no config.json, so it is not a run folder of this "
@@ -95,11 +107,19 @@ def save_config(run_folder: pathlib.Path, config: Any, resume: bool) -> dict[str
     path = run_folder / "config.json"
     if resume:
         stored = json.loads(path.read_text())
-        if stored != json.loads(json.dumps(values)):
+        requested = json.loads(json.dumps(values))
+        if stored != requested:
+            differing = sorted(
+                key for key in set(stored) | set(requested) if stored.get(key) != requested.get(key)
+            )
+            details = ", ".join(
+                f"{key}: stored {stored.get(key)!r}, requested {requested.get(key)!r}"
+                for key in differing
+            )
             raise RunFolderError(
-                f"the configuration in {path} differs from this run's: stored {stored}, "
-                f"requested {values}. Resume with the same options (for example the same "
-                "--quick and --seeds), or start a new run folder."
+                f"the configuration in {path} differs from this run's ({details}). Resume "
+                "with the same options (for example the same --quick and --seeds), or start "
+                "a new run folder."
             )
     else:
         path.write_text(json.dumps(values, indent=2) + "\n")

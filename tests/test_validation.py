@@ -4,6 +4,7 @@ import math
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ from diffland.controllers import PIDGains
 from diffland.dynamics import (
     SimConfig,
     VerticalLander,
+    VerticalState,
     falcon9_like,
     make_vertical_params,
     make_vertical_state,
@@ -215,11 +217,22 @@ def test_sim_config_rejects_infinite_dt():
         ({"steps": 0}, r"TrainConfig\.steps = 0 must be an integer >= 1"),
         ({"batch_size": -4}, r"TrainConfig\.batch_size = -4 must be an integer >= 1"),
         ({"checkpoint_every": 0}, r"TrainConfig\.checkpoint_every = 0"),
-        ({"learning_rate": 0.0}, r"learning_rate = 0\.0 and clip_norm = 1\.0 must both be"),
+        ({"learning_rate": 0.0}, r"TrainConfig\.learning_rate = 0\.0 must be a positive"),
         ({"learning_rate": math.nan}, r"learning_rate = nan"),
-        ({"clip_norm": -1.0}, r"clip_norm = -1\.0 must both be positive"),
+        ({"clip_norm": -1.0}, r"TrainConfig\.clip_norm = -1\.0 must be a positive number"),
+        ({"warmup_steps": -5}, r"TrainConfig\.warmup_steps = -5 must be an integer >= 0"),
+        ({"final_learning_rate_fraction": 2.0}, r"final_learning_rate_fraction = 2\.0 must lie"),
     ],
-    ids=["zero-steps", "negative-batch", "zero-checkpoint", "zero-lr", "nan-lr", "negative-clip"],
+    ids=[
+        "zero-steps",
+        "negative-batch",
+        "zero-checkpoint",
+        "zero-lr",
+        "nan-lr",
+        "negative-clip",
+        "negative-warmup",
+        "fraction-above-one",
+    ],
 )
 def test_train_config_rejects(settings, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -261,3 +274,49 @@ def test_scenario_rejects_bad_ranges(settings):
 def test_sample_count_must_be_positive():
     with pytest.raises(ValueError, match="count = 0 must be at least 1"):
         sample_landing_burn_states(jax.random.PRNGKey(0), 0, VEHICLE, falcon9_like())
+
+
+# -- start-state batches and other constructor arguments ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("states", "pattern"),
+    [
+        (
+            VerticalState(
+                altitude=jnp.array([2000.0, 2100.0, 2200.0]),
+                velocity=jnp.array([-250.0, -240.0]),
+                mass=jnp.array([31000.0, 31000.0]),
+            ),
+            r"different batch sizes",
+        ),
+        (make_vertical_state(2000.0, -250.0, 31000.0), r"has no batch axis"),
+        (
+            VerticalState(
+                altitude=jnp.array([2000, 2100]),
+                velocity=jnp.array([-250.0, -240.0]),
+                mass=jnp.array([31000.0, 31000.0]),
+            ),
+            r"\.altitude has dtype int32",
+        ),
+        (
+            make_vertical_state([2000.0, -5.0], [-250.0, -240.0], [31000.0, 31000.0]),
+            r"state\.altitude = \[ *2000\.? +-5\.?\] m: a lander must start above the ground",
+        ),
+    ],
+    ids=["mismatched-batch", "no-batch-axis", "integer-field", "below-ground"],
+)
+def test_trainer_rejects_bad_start_batch(states, pattern):
+    task = LandingTask(VerticalLander(), falcon9_like(), SimConfig(horizon=10))
+    with pytest.raises(ValueError, match=pattern):
+        Trainer(task, UncallableController(), TrainConfig(steps=1), states)
+
+
+def test_sim_config_rejects_string_integrator():
+    with pytest.raises(ValueError, match="integrator = 'rk4' is not an Integrator"):
+        SimConfig(integrator="rk4")
+
+
+def test_make_params_rejects_integer_dtype():
+    with pytest.raises(ValueError, match="dtype = int32 is invalid"):
+        params_with(dtype=jnp.int32)

@@ -46,6 +46,11 @@ class SimConfig:
             raise ValueError(f"substeps = {self.substeps!r} must be an integer >= 1.")
         if not (isinstance(self.horizon, int) and self.horizon >= 1):
             raise ValueError(f"horizon = {self.horizon!r} must be an integer >= 1.")
+        if not isinstance(self.integrator, Integrator):
+            raise ValueError(
+                f"integrator = {self.integrator!r} is not an Integrator; pass an instance "
+                "such as RK4() or SemiImplicitEuler()."
+            )
 
     @property
     def physics_dt(self) -> float:

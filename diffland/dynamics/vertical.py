@@ -19,6 +19,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from diffland.dynamics.base import STANDARD_GRAVITY, Vehicle, check_finite_tree, is_concrete
@@ -155,6 +156,14 @@ class VerticalLander(Vehicle):
         validate_vertical_state(state, params)
 
 
+def _show(value) -> str:
+    """Format a scalar or array for an error message, to 6 significant digits."""
+    array = np.asarray(value, dtype=np.float64)
+    if array.size == 1:
+        return str(float(f"{float(array.reshape(())):.6g}"))
+    return np.array2string(array, precision=6)
+
+
 def validate_vertical_params(params: VerticalParams) -> None:
     """Raise ``ValueError`` with the offending value and a fix for invalid parameters."""
     if not is_concrete(params):
@@ -164,21 +173,22 @@ def validate_vertical_params(params: VerticalParams) -> None:
     for name in positive:
         value = jnp.asarray(getattr(params, name))
         if bool(jnp.any(value <= 0)):
-            raise ValueError(f"params.{name} = {value} must be positive.")
+            raise ValueError(f"params.{name} = {_show(value)} must be positive.")
     for name in ("drag_coefficient", "reference_area", "sea_level_density"):
         value = jnp.asarray(getattr(params, name))
         if bool(jnp.any(value < 0)):
-            raise ValueError(f"params.{name} = {value} must be zero or positive.")
+            raise ValueError(f"params.{name} = {_show(value)} must be zero or positive.")
     low = jnp.asarray(params.throttle_min)
     high = jnp.asarray(params.throttle_max)
     if bool(jnp.any(low < 0)) or bool(jnp.any(high <= 0)):
         raise ValueError(
-            f"throttle bounds [{low}, {high}] must satisfy 0 <= throttle_min < throttle_max."
+            f"throttle bounds [{_show(low)}, {_show(high)}] must satisfy "
+            "0 <= throttle_min < throttle_max."
         )
     if bool(jnp.any(low >= high)):
         raise ValueError(
-            f"throttle_min = {low} is not below throttle_max = {high}; the bounds are "
-            "reversed or empty. Pass throttle_min < throttle_max."
+            f"throttle_min = {_show(low)} is not below throttle_max = {_show(high)}; the "
+            "bounds are reversed or empty. Pass throttle_min < throttle_max."
         )
 
 
@@ -192,12 +202,19 @@ def validate_vertical_state(state: VerticalState, params: VerticalParams) -> Non
     check_finite_tree(state, "state")
     mass = jnp.asarray(state.mass)
     if bool(jnp.any(mass <= 0)):
-        raise ValueError(f"state.mass = {mass} must be positive (kg).")
+        raise ValueError(f"state.mass = {_show(mass)} must be positive (kg).")
+    altitude = jnp.asarray(state.altitude)
+    if bool(jnp.any(altitude <= 0)):
+        raise ValueError(
+            f"state.altitude = {_show(altitude)} m: a lander must start above the ground "
+            "(altitude > 0), or touchdown cannot be detected."
+        )
     dry = jnp.asarray(params.dry_mass)
     if bool(jnp.any(mass < dry)):
         raise ValueError(
-            f"state.mass = {mass} kg is below params.dry_mass = {dry} kg: the dry mass must "
-            "not exceed the wet (initial) mass. Lower dry_mass or raise the initial mass."
+            f"state.mass = {_show(mass)} kg is below params.dry_mass = {_show(dry)} kg, but "
+            "the dry mass must not exceed the wet (initial) mass. Lower dry_mass or raise "
+            "the initial mass."
         )
 
 
@@ -237,6 +254,10 @@ def make_vertical_params(
             raise ValueError(f"{name} = {value!r} is invalid: pass a real number.")
         if math.isnan(float(value)):
             raise ValueError(f"{name} = {value!r} is NaN; pass a finite real number.")
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"dtype = {jnp.dtype(dtype).name} is invalid: pass a floating-point dtype."
+        )
     params = VerticalParams(**{k: jnp.asarray(v, dtype=dtype) for k, v in values.items()})
     validate_vertical_params(params)
     return params

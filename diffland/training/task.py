@@ -27,8 +27,42 @@ class LandingTask:
     cost: LandingCost = dataclasses.field(default_factory=LandingCost)
 
     def validate(self, initial_states: Any) -> None:
-        """Raise ``ValueError`` for invalid parameters or initial states (concrete values)."""
+        """Raise ``ValueError`` for invalid parameters or a batch of initial states.
+
+        Every state field must be a floating-point array with the same leading batch
+        axis; the vehicle then checks the values (concrete values only).
+        """
+        validate_state_batch(initial_states)
         self.vehicle.validate(initial_states, self.params)
+
+
+def validate_state_batch(states: Any) -> int:
+    """Return the batch size of ``states``, or raise ``ValueError`` naming the bad field."""
+    leaves = jax.tree_util.tree_leaves_with_path(states)
+    if not leaves:
+        raise ValueError("the batch of start states has no fields.")
+    sizes = {}
+    for path, leaf in leaves:
+        name = jax.tree_util.keystr(path)
+        shape = getattr(leaf, "shape", None)
+        dtype = getattr(leaf, "dtype", None)
+        if shape is None or len(shape) == 0:
+            raise ValueError(
+                f"start-state field {name} = {leaf!r} has no batch axis; pass arrays whose "
+                "first axis indexes the landers (use shape (1,) for a single lander)."
+            )
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"start-state field {name} has dtype {dtype}; pass floating-point arrays "
+                "(for example with dtype=jnp.float32)."
+            )
+        sizes[name] = shape[0]
+    if len(set(sizes.values())) > 1:
+        raise ValueError(
+            f"start-state fields have different batch sizes {sizes}; every field needs the "
+            "same first axis, one entry per lander."
+        )
+    return next(iter(sizes.values()))
 
 
 def controller_rollout(

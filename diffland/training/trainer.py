@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import pathlib
 import time
@@ -70,10 +71,18 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"TrainConfig.{name} = {value!r} must be an integer >= 1.")
-        if not (self.learning_rate > 0 and self.clip_norm > 0):
+        for name in ("learning_rate", "clip_norm"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
+                raise ValueError(f"TrainConfig.{name} = {value!r} must be a positive number.")
+        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
             raise ValueError(
-                f"learning_rate = {self.learning_rate!r} and clip_norm = {self.clip_norm!r} "
-                "must both be positive."
+                f"TrainConfig.warmup_steps = {self.warmup_steps!r} must be an integer >= 0."
+            )
+        if not 0.0 <= self.final_learning_rate_fraction <= 1.0:
+            raise ValueError(
+                "TrainConfig.final_learning_rate_fraction = "
+                f"{self.final_learning_rate_fraction!r} must lie in [0, 1]."
             )
 
     @property
@@ -152,6 +161,16 @@ def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
     )
 
 
+def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of ``values`` where ``mask`` is true (NaN when it is nowhere true).
+
+    Touchdown speeds average over landers that touched down and propellant over
+    successful landings, as in the results file.
+    """
+    weights = mask.astype(values.dtype)
+    return jnp.sum(values * weights) / jnp.sum(weights)
+
+
 def _check_finite(tree: Any, message: str) -> None:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
     checkify.check(jnp.all(jnp.stack(leaves)), message)
@@ -222,8 +241,10 @@ class Trainer:
         metrics = {f"train/cost/{name}": value for name, value in means.items()}
         metrics["train/success_rate"] = jnp.mean(outcome.success)
         metrics["train/no_touchdown_rate"] = jnp.mean(~outcome.touched_down)
-        metrics["train/touchdown_speed_mean"] = jnp.mean(outcome.touchdown_speed)
-        metrics["train/propellant_mean"] = jnp.mean(outcome.propellant_used)
+        metrics["train/touchdown_speed_mean"] = _masked_mean(
+            outcome.touchdown_speed, outcome.touched_down
+        )
+        metrics["train/propellant_mean"] = _masked_mean(outcome.propellant_used, outcome.success)
         return loss, metrics
 
     def _update_fn(self, state: TrainState, pool: Any) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -260,8 +281,10 @@ class Trainer:
         )(trajectory)
         return {
             "eval/success_rate": jnp.mean(outcome.success),
-            "eval/touchdown_speed_mean": jnp.mean(outcome.touchdown_speed),
-            "eval/propellant_mean": jnp.mean(outcome.propellant_used),
+            "eval/touchdown_speed_mean": _masked_mean(
+                outcome.touchdown_speed, outcome.touched_down
+            ),
+            "eval/propellant_mean": _masked_mean(outcome.propellant_used, outcome.success),
         }
 
     def compile(self, state: TrainState) -> float:
