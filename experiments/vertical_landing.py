@@ -1,4 +1,5 @@
-"""Train PID, NeuroPID and MLP landing controllers for a Falcon-9-like booster by APG.
+"""Train PID, NeuroPID and MLP landing controllers for a Falcon-9-like booster by
+analytic policy gradients (backpropagation through the simulated landing).
 
 The scenario starts at ignition of the landing burn: the engine is lit at t = 0 and
 stays lit within its throttle bounds (40-100 %) until touchdown. Start states are drawn
@@ -93,7 +94,7 @@ class VerticalLandingConfig:
             quick=True,
             seeds=seeds,
             train_pool=4096,
-            pid=ControllerSetting(steps=100, learning_rate=3e-3),
+            pid=ControllerSetting(steps=200, learning_rate=3e-3),
             neuro_pid=ControllerSetting(steps=80, learning_rate=1e-3),
             mlp=ControllerSetting(steps=150, learning_rate=3e-3),
         )
@@ -160,6 +161,11 @@ def train_controller(
     finally:
         bar.close()
         board.close()
+    if resume:
+        # The whole curve, including steps logged before the resume.
+        history = MetricsHistory.from_jsonl(
+            run_folder / "metrics.jsonl", controller=name, seed=seed
+        )
     return result, history
 
 

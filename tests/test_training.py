@@ -17,6 +17,7 @@ from diffland.training import (
     CheckpointStore,
     JsonlWriter,
     LandingTask,
+    MetricsHistory,
     TrainConfig,
     Trainer,
     make_optimizer,
@@ -349,9 +350,12 @@ def test_interrupt_saves_checkpoint(tmp_path):
         start_pool(),
         checkpoint_dir=folder,
     )
+    earlier = float(resumed.restore().train_seconds)
     result = resumed.train(resume=True)
     assert result.resumed_from == 3
     assert int(result.state.step) == 10
+    assert earlier > 0.0
+    assert result.train_seconds > earlier
 
 
 def test_best_validation_params_kept():
@@ -408,3 +412,18 @@ def test_train_result_selects_best_params(tmp_path):
     ).train()
     assert unselected.selected_params is unselected.state.params
     assert unselected.selected_step == 4
+
+
+def test_history_from_jsonl_keeps_last_record(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    first = JsonlWriter(path, {"controller": "pid", "seed": 0})
+    other = JsonlWriter(path, {"controller": "mlp", "seed": 0})
+    first(1, {"train/loss": 3.0})
+    first(2, {"train/loss": 2.0})
+    other(1, {"train/loss": 9.0})
+    first(2, {"train/loss": 1.5})  # logged again after a resume
+    first(3, {"train/loss": 1.0})
+
+    history = MetricsHistory.from_jsonl(path, controller="pid", seed=0)
+
+    assert history.series("train/loss") == ([1, 2, 3], [3.0, 1.5, 1.0])

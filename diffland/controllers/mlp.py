@@ -24,16 +24,22 @@ class MLP(nn.Module):
     outputs: int
     zero_output: bool = False
     dtype: Any = None
-    """Computation dtype (for example ``jnp.bfloat16``); parameters stay in float32."""
+    """Computation dtype (for example ``jnp.bfloat16``); None follows the inputs."""
+    param_dtype: Any = jnp.float32
+    """Parameter dtype; use ``jnp.float64`` (with x64 enabled) for float64 verification."""
 
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array:
         x = features
         for width in self.hidden:
-            x = nn.tanh(nn.Dense(width, dtype=self.dtype)(x))
+            x = nn.tanh(nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype)(x))
         init = nn.initializers.zeros if self.zero_output else nn.initializers.lecun_normal()
         out = nn.Dense(
-            self.outputs, dtype=self.dtype, kernel_init=init, bias_init=nn.initializers.zeros
+            self.outputs,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=init,
+            bias_init=nn.initializers.zeros,
         )(x)
         return out.astype(features.dtype)
 
@@ -48,11 +54,14 @@ class MLPPolicy(nn.Module):
     vehicle: Vehicle
     hidden: Sequence[int] = (64, 64)
     dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, state, params, carry):
         features = self.vehicle.observation(state, params)
-        z = MLP(self.hidden, self.vehicle.action_size, dtype=self.dtype)(features)
+        z = MLP(
+            self.hidden, self.vehicle.action_size, dtype=self.dtype, param_dtype=self.param_dtype
+        )(features)
         low, high = self.vehicle.action_bounds(params)
         mid = 0.5 * (low + high)
         half = 0.5 * (high - low)

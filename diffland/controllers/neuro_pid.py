@@ -29,11 +29,17 @@ class NeuroPID(nn.Module):
     the network from undoing the PID's landings while the correction is learned."""
     dtype: Any = None
     """Computation dtype of the network only; the PID and the dynamics keep theirs."""
+    param_dtype: Any = jnp.float32
+    """Parameter dtype of the network."""
 
     def setup(self):
         self.pid = VerticalPID(self.vehicle, self.control_dt, self.gains)
         self.correction = MLP(
-            self.hidden, self.vehicle.action_size, zero_output=True, dtype=self.dtype
+            self.hidden,
+            self.vehicle.action_size,
+            zero_output=True,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
         )
 
     def __call__(self, state, params, carry):

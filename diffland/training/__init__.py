@@ -1,8 +1,15 @@
 """Landing cost, analytic policy gradient trainer, checkpoints, metric sinks and evaluation."""
 
-from diffland.training.callbacks import JsonlWriter, MetricsCallback, ProgressBar, TensorBoardWriter
+from diffland.training.callbacks import (
+    JsonlWriter,
+    MetricsCallback,
+    MetricsHistory,
+    ProgressBar,
+    TensorBoardWriter,
+)
 from diffland.training.checkpoint import CheckpointStore
 from diffland.training.cost import LandingCost, LandingOutcome, landing_cost_terms, landing_outcome
+from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
 from diffland.training.task import LandingTask, batch_rollout, controller_rollout, init_controller
 from diffland.training.trainer import (
     CHECKS_ENV,
@@ -21,6 +28,7 @@ __all__ = [
     "LandingOutcome",
     "LandingTask",
     "MetricsCallback",
+    "MetricsHistory",
     "ProgressBar",
     "TensorBoardWriter",
     "TrainConfig",
@@ -33,4 +41,6 @@ __all__ = [
     "landing_cost_terms",
     "landing_outcome",
     "make_optimizer",
+    "rollout_outcomes",
+    "summarize_outcomes",
 ]

@@ -94,6 +94,26 @@ class MetricsHistory:
             self.steps.setdefault(name, []).append(step)
             self.values.setdefault(name, []).append(float(value))
 
+    @classmethod
+    def from_jsonl(cls, path: str | pathlib.Path, **tags: object) -> MetricsHistory:
+        """Read the records of ``path`` whose tags equal ``tags``, one value per step.
+
+        A resumed run logs again the steps between its last checkpoint and the crash, so
+        for a repeated step the later record wins.
+        """
+        latest: dict[int, dict[str, float]] = {}
+        with pathlib.Path(path).open() as handle:
+            for line in handle:
+                record = json.loads(line)
+                if all(record.get(key) == value for key, value in tags.items()):
+                    latest.setdefault(record["step"], {}).update(
+                        {k: v for k, v in record.items() if k not in tags and k != "step"}
+                    )
+        history = cls()
+        for step in sorted(latest):
+            history(step, latest[step])
+        return history
+
     def series(self, name: str) -> tuple[list[int], list[float]]:
         """Return the steps and values recorded for ``name`` (empty lists if none)."""
         return self.steps.get(name, []), self.values.get(name, [])

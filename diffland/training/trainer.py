@@ -110,13 +110,18 @@ class TrainState:
     ``(2,)``, compared in that order; -inf before the first validation."""
     best_step: jax.Array
     """Step at which ``best_params`` were scored, shape ``()``."""
+    train_seconds: jax.Array
+    """Training time spent to reach this state over all sessions of a resumed run, s
+    (compilation excluded), shape ``()``."""
 
 
 @dataclasses.dataclass
 class TrainResult:
     state: TrainState
     compile_seconds: float
+    """Compilation time of this session, s."""
     train_seconds: float
+    """Training time of the whole run, s, including sessions before a resume."""
     resumed_from: int | None
     """Step of the checkpoint training resumed from, or None."""
     select_best: bool = False
@@ -228,6 +233,7 @@ class Trainer:
             best_params=params,
             best_score=jnp.full((2,), -jnp.inf, jnp.float32),
             best_step=jnp.zeros((), jnp.int32),
+            train_seconds=jnp.zeros((), jnp.float32),
         )
 
     def loss(self, params: Any, batch: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -345,6 +351,12 @@ class Trainer:
 
         self._emit(int(state.step), {"train/compile_seconds": compile_seconds})
         start = time.perf_counter()
+        earlier_seconds = float(state.train_seconds)
+
+        def timed(state):
+            elapsed = earlier_seconds + time.perf_counter() - start
+            return state.replace(train_seconds=jnp.asarray(elapsed, jnp.float32))
+
         saved_step = int(state.step)
         try:
             while int(state.step) < self.config.steps:
@@ -357,10 +369,10 @@ class Trainer:
                 self._emit(step, host_metrics)
                 self._stop_if_diverged(step, host_metrics)
                 if step % self.config.checkpoint_every == 0 or step == self.config.steps:
-                    saved_step = self._save(state)
+                    saved_step = self._save(timed(state))
         except KeyboardInterrupt:
             if int(state.step) != saved_step:
-                self._save(state)
+                self._save(timed(state))
             logger.warning(
                 "training interrupted after step %d; the last checkpoint is in %s",
                 int(state.step),
@@ -368,9 +380,11 @@ class Trainer:
             )
             raise
         jax.block_until_ready(state)
-        train_seconds = time.perf_counter() - start
+        state = timed(state)
         select_best = self.config.select_best and self.eval_states is not None
-        return TrainResult(state, compile_seconds, train_seconds, resumed_from, select_best)
+        return TrainResult(
+            state, compile_seconds, float(state.train_seconds), resumed_from, select_best
+        )
 
     def _keep_if_best(self, state: TrainState, metrics: Mapping[str, float]) -> TrainState:
         """Record the current parameters as the best if their validation score is higher."""
