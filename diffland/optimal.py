@@ -8,9 +8,9 @@ family is searched, which is a restriction, not a proof of optimality.
 
 The switch time is the root of ``g(t_s)``, the altitude at which the descent stops when
 switching at ``t_s``. The function ``g`` is evaluated on the vehicle's own equations of
-motion with RK4 (64 steps over the minimum-thrust phase, fixed steps of ``dt`` over the
-full-thrust phase, and the stopping point found by cubic Hermite interpolation inside
-the step where the velocity changes sign). The root is bracketed in ``[0, 2 h0 / |v0|]``
+motion with RK4: 64 steps over the minimum-thrust phase, then fixed steps of ``dt`` over
+the full-thrust phase. The stopping point is found by cubic Hermite interpolation inside
+the step where the velocity changes sign. The root is bracketed in ``[0, 2 h0 / |v0|]``
 (under minimum thrust the booster reaches the ground before that time, or not at all)
 and found by the Illinois variant of regula falsi.
 

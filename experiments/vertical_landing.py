@@ -198,7 +198,7 @@ def run_seed(
     score("pid_hand", hand, init_controller(task, hand, jax.random.PRNGKey(0), example), 0.0, 0.0)
 
     # The NeuroPID starts from the gradient-tuned gains, so its network learns a
-    # correction to a PID that already lands; it is built once the PID has trained.
+    # correction to a PID that already lands. It is built once the PID has trained.
     pid = VerticalPID(task.vehicle, config.control_dt)
     builders = {
         "pid_tuned": lambda: pid,
