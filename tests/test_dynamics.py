@@ -308,3 +308,19 @@ def test_vmapped_rollout_matches_loop(x64):
                 atol=1e-9,
                 err_msg=f"lander {index}, {jax.tree_util.keystr(path)}",
             )
+
+
+def test_touchdown_reversed_within_step(x64):
+    # 1 cm up at 0.9 m/s down, full throttle of the Falcon-9-like stage: the fitted height
+    # dips below the ground inside the 0.1 s step although both ends are above it.
+    params = falcon9_like(dtype=jnp.float64)
+    sim = SimConfig(control_dt=0.1, substeps=1, horizon=3)
+    start = make_vertical_state(0.01, -0.9, 30_000.0, dtype=jnp.float64)
+    policy = open_loop_policy(jnp.ones((3, 1), jnp.float64))
+
+    trajectory = rollout(VerticalLander(), sim, policy, start, params, jnp.array(0))
+
+    assert bool(trajectory.final.touched_down)
+    assert float(trajectory.final.touchdown_time) < 0.1
+    assert abs(float(trajectory.final.vehicle.altitude)) < 1e-9
+    assert float(trajectory.final.vehicle.velocity) < 0.0

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from diffland.controllers import VerticalPID
+from diffland.controllers import MLPPolicy, VerticalPID
 from diffland.dynamics import SimConfig, VerticalLander, falcon9_like, make_vertical_state
 from diffland.training import (
     CheckpointStore,
@@ -225,11 +225,17 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path, caplog, mode):
     assert step == 1
     assert_trees_close(tree, example_tree(1.0), atol=0.0)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
+    assert len(warnings) == 2
     assert str(newest) in warnings[0]
+    assert "moved unreadable checkpoint" in warnings[1]
+    assert (store.directory / "2.unreadable").is_dir()
+
+    reopened = CheckpointStore(tmp_path / "checkpoints")
+    reopened.save(2, example_tree(3.0))  # the damaged step can be written again
+    assert reopened.steps() == [1, 2]
 
 
-def test_all_checkpoints_corrupt_returns_none(tmp_path, caplog):
+def test_all_checkpoints_corrupt_raises(tmp_path, caplog):
     store = CheckpointStore(tmp_path / "checkpoints")
     store.save(1, example_tree(1.0))
     store.save(2, example_tree(2.0))
@@ -237,11 +243,12 @@ def test_all_checkpoints_corrupt_returns_none(tmp_path, caplog):
     damage_step(store.directory / "2", "empty")
 
     with caplog.at_level(logging.WARNING, logger="diffland.training.checkpoint"):
-        restored = CheckpointStore(tmp_path / "checkpoints").restore_latest(example_tree(0.0))
+        with pytest.raises(ValueError, match=r"none of the checkpoints \[1, 2\]"):
+            CheckpointStore(tmp_path / "checkpoints").restore_latest(example_tree(0.0))
 
-    assert restored is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2
+    assert (store.directory / "1").is_dir()  # nothing is moved when no checkpoint restores
 
 
 def test_empty_store_restores_none(tmp_path):
@@ -342,7 +349,9 @@ def test_interrupt_saves_checkpoint(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
 
-    assert CheckpointStore(folder).steps() == [3]
+    # The interrupt arrived while step 3 was being logged, so step 2 is the newest state
+    # that was fully processed.
+    assert CheckpointStore(folder).steps() == [2]
     resumed = Trainer(
         landing_task(),
         VerticalPID(VEHICLE, CONTROL_DT),
@@ -352,7 +361,7 @@ def test_interrupt_saves_checkpoint(tmp_path):
     )
     earlier = float(resumed.restore().train_seconds)
     result = resumed.train(resume=True)
-    assert result.resumed_from == 3
+    assert result.resumed_from == 2
     assert int(result.state.step) == 10
     assert earlier > 0.0
     assert result.train_seconds > earlier
@@ -427,3 +436,44 @@ def test_history_from_jsonl_keeps_last_record(tmp_path):
     history = MetricsHistory.from_jsonl(path, controller="pid", seed=0)
 
     assert history.series("train/loss") == ([1, 2, 3], [3.0, 1.5, 1.0])
+
+
+def test_fresh_run_rejects_used_checkpoint_folder(tmp_path):
+    folder = tmp_path / "checkpoints"
+    config = train_config(steps=2)
+    Trainer(
+        landing_task(),
+        VerticalPID(VEHICLE, CONTROL_DT),
+        config,
+        start_pool(),
+        checkpoint_dir=folder,
+    ).train()
+    again = Trainer(
+        landing_task(),
+        VerticalPID(VEHICLE, CONTROL_DT),
+        config,
+        start_pool(),
+        checkpoint_dir=folder,
+    )
+
+    with pytest.raises(ValueError, match=r"already holds checkpoints \[1, 2\]"):
+        again.train()
+
+
+def test_resume_with_other_controller_raises(tmp_path):
+    folder = tmp_path / "checkpoints"
+    config = train_config(steps=2)
+    Trainer(
+        landing_task(),
+        VerticalPID(VEHICLE, CONTROL_DT),
+        config,
+        start_pool(),
+        checkpoint_dir=folder,
+    ).train()
+    other = Trainer(
+        landing_task(), MLPPolicy(VEHICLE, hidden=(4,)), config, start_pool(), checkpoint_dir=folder
+    )
+
+    with pytest.raises(ValueError, match="written for another controller or configuration"):
+        other.train(resume=True)
+    assert CheckpointStore(folder).steps() == [1, 2]

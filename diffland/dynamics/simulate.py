@@ -103,6 +103,17 @@ def _crossing_fraction(h0, h1, rate0):
     return jnp.clip(jnp.where(valid, fraction, linear), 0.0, 1.0)
 
 
+def _dips_below_ground(h0, h1, rate0):
+    """Return True where the quadratic height fit reaches zero inside the step although
+    both ends are above the ground: a slow touchdown that the thrust reverses within the
+    step. Without this test such a lander would fly off without touching down."""
+    c = h1 - h0 - rate0
+    curving_up = c > 0.0
+    vertex = -rate0 / jnp.where(curving_up, 2.0 * c, 1.0)
+    lowest = h0 - rate0**2 / jnp.where(curving_up, 4.0 * c, 1.0)
+    return curving_up & (vertex > 0.0) & (vertex < 1.0) & (lowest <= 0.0)
+
+
 def _quadratic_interpolation(start, end, start_rate, dt, fraction):
     """Interpolate every state leaf with the quadratic used for the crossing time.
 
@@ -135,7 +146,8 @@ def physics_step(
     # Height rate at the start of the step, from the vehicle's own derivative.
     start_rate = vehicle.derivative(start, action, params)
     rate = jax.jvp(lambda s: vehicle.height(s, params), (start,), (start_rate,))[1]
-    crossed = (h0 > 0.0) & (h1 <= 0.0) & ~sim.touched_down
+    crossed = (h0 > 0.0) & ((h1 <= 0.0) | _dips_below_ground(h0, h1, rate * dt))
+    crossed = crossed & ~sim.touched_down
     fraction = _crossing_fraction(h0, h1, rate * dt)
     at_touchdown = vehicle.project(
         _quadratic_interpolation(start, end, start_rate, dt, fraction), params

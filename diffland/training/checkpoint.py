@@ -41,23 +41,49 @@ class CheckpointStore:
     def restore_latest(self, target: Any) -> tuple[int, Any] | None:
         """Restore the newest readable checkpoint shaped like ``target``.
 
-        Returns ``(step, tree)``, or None when there is no readable checkpoint. Each
-        unreadable checkpoint is reported with a warning that names its folder.
+        Returns ``(step, tree)``, or None when the folder has no checkpoint. Each
+        unreadable checkpoint is reported with a warning that names its folder. Newer
+        unreadable ones are then renamed to ``<step>.unreadable``, which keeps their files
+        for inspection and lets training save that step again.
+
+        Raises ``ValueError`` when checkpoints exist but none can be restored, because
+        they were written for another controller or configuration, or are all damaged.
         """
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-        for step in reversed(self.steps()):
+        steps = self.steps()
+        skipped: list[int] = []
+        for step in reversed(steps):
             try:
                 tree = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
             except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many types
                 logger.warning(
-                    "checkpoint %s is unreadable and was skipped (%s: %s); trying an older one",
+                    "checkpoint %s is unreadable and was skipped (%s: %s)",
                     self.directory / str(step),
                     type(error).__name__,
-                    error,
+                    str(error).splitlines()[0] if str(error) else "",
                 )
+                skipped.append(step)
                 continue
+            self._set_aside(skipped)
             return step, tree
+        if steps:
+            raise ValueError(
+                f"none of the checkpoints {steps} in {self.directory} can be restored into "
+                "this training state: they were written for another controller or "
+                "configuration, or they are damaged (see the warnings above). Start a new run "
+                "folder, or resume with the settings the run was started with."
+            )
         return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        for step in steps:
+            folder = self.directory / str(step)
+            target = self.directory / f"{step}.unreadable"
+            if folder.exists() and not target.exists():
+                folder.rename(target)
+                logger.warning("moved unreadable checkpoint %s to %s", folder, target)
+        if steps:
+            self._manager.reload()
 
     def close(self) -> None:
         self._manager.close()

@@ -51,8 +51,10 @@ class LandingCost:
     """Weight of ``lowest_height / no_touchdown_height_scale`` for landers still in flight
     at the end of the horizon. The lowest height of the rollout is where a booster that
     cannot hover stopped before climbing away. The penalty adds the touchdown-speed cost
-    of a touchdown at zero speed, so the cost is continuous between stopping just above
-    the ground and touching it at almost zero speed."""
+    of a touchdown at zero speed, so stopping just above the ground costs about as much as
+    touching it at almost zero speed. A small jump remains (about 5 % of the total for a
+    0.05 s step) because the lowest height and its propellant are sampled at control
+    steps, not at the exact lowest point."""
     no_touchdown_height_scale: float = 1.0
     """Height that adds one unit to the no-touchdown penalty, m."""
 
@@ -85,7 +87,7 @@ def landing_outcome(
     The descent ends at touchdown or, for a lander still in flight at the end of the
     horizon, at its lowest point. Propellant used is counted to the end of the descent,
     so a booster that stops above the ground and climbs away is not charged for the
-    climb, and the cost stays continuous where stopping turns into touching down.
+    climb.
     """
     final = trajectory.final.vehicle
     speed = vehicle.touchdown_speed(final, params)

@@ -89,7 +89,8 @@ class TrainConfig:
     def checks_enabled(self) -> bool:
         if self.checks is not None:
             return self.checks
-        return os.environ.get(CHECKS_ENV, "0") not in ("", "0", "false", "False")
+        value = os.environ.get(CHECKS_ENV, "0").strip().lower()
+        return value not in ("", "0", "false", "no", "off")
 
 
 @struct.dataclass
@@ -212,6 +213,8 @@ class Trainer:
         self.schedule = learning_rate_schedule(config)
         self.store = CheckpointStore(checkpoint_dir) if checkpoint_dir is not None else None
         self.pool_size = jax.tree_util.tree_leaves(train_states)[0].shape[0]
+        # Read once, so a later change of the environment cannot split compile and call.
+        self.checks = config.checks_enabled
         self._update = None
         self._evaluate = None
         self.trace_count = 0
@@ -264,7 +267,7 @@ class Trainer:
         (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        if self.config.checks_enabled:
+        if self.checks:
             _check_finite(batch, "non-finite initial state in the training batch")
             _check_finite(
                 (loss, grads),
@@ -297,7 +300,7 @@ class Trainer:
         """Compile the update (and the validation pass) ahead of time; return seconds."""
         start = time.perf_counter()
         update = self._update_fn
-        if self.config.checks_enabled:
+        if self.checks:
             update = checkify.checkify(update, errors=checkify.user_checks)
         self._update = jax.jit(update).lower(state, self.train_states).compile()
         if self.eval_states is not None:
@@ -309,7 +312,7 @@ class Trainer:
         """Apply one update with the compiled function."""
         if self._update is None:
             self.compile(state)
-        if self.config.checks_enabled:
+        if self.checks:
             error, (state, metrics) = self._update(state, self.train_states)
             error.throw()
             return state, metrics
@@ -340,11 +343,16 @@ class Trainer:
 
     def train(self, resume: bool = False) -> TrainResult:
         """Run the updates up to ``config.steps``; with ``resume``, continue a checkpoint."""
+        if not resume and self.store is not None and self.store.steps():
+            raise ValueError(
+                f"{self.store.directory} already holds checkpoints {self.store.steps()}; pass "
+                "resume=True to continue them, or choose an empty checkpoint folder."
+            )
         state = self.restore() if resume else None
         resumed_from = int(state.step) if state is not None else None
         if state is None:
             if resume:
-                logger.info("no readable checkpoint to resume from; starting at step 0")
+                logger.warning("no checkpoint to resume from; starting at step 0")
             state = self.init()
         compile_seconds = self.compile(state)
         logger.info("compiled the update in %.2f s", compile_seconds)
@@ -357,28 +365,35 @@ class Trainer:
             elapsed = earlier_seconds + time.perf_counter() - start
             return state.replace(train_seconds=jnp.asarray(elapsed, jnp.float32))
 
+        # ``processed`` is the newest state whose update, evaluation and logging are all
+        # done; an interruption saves it, never a state caught halfway through.
+        processed = state
         saved_step = int(state.step)
         try:
-            while int(state.step) < self.config.steps:
-                state, metrics = self.step(state)
+            while int(processed.step) < self.config.steps:
+                state, metrics = self.step(processed)
                 step = int(state.step)
                 host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if step % self.config.eval_every == 0 or step == self.config.steps:
                     host_metrics.update(self.evaluate(state.params))
                     state = self._keep_if_best(state, host_metrics)
                 self._emit(step, host_metrics)
-                self._stop_if_diverged(step, host_metrics)
+                processed = state
+                if self._diverged(host_metrics):
+                    saved_step = self._save(timed(processed))
+                    self._raise_diverged(step, host_metrics)
                 if step % self.config.checkpoint_every == 0 or step == self.config.steps:
-                    saved_step = self._save(timed(state))
+                    saved_step = self._save(timed(processed))
         except KeyboardInterrupt:
-            if int(state.step) != saved_step:
-                self._save(timed(state))
+            if int(processed.step) != saved_step:
+                self._save_after_interrupt(timed(processed))
             logger.warning(
                 "training interrupted after step %d; the last checkpoint is in %s",
-                int(state.step),
+                int(processed.step),
                 self.store.directory if self.store is not None else "(no checkpoint folder)",
             )
             raise
+        state = processed
         jax.block_until_ready(state)
         state = timed(state)
         select_best = self.config.select_best and self.eval_states is not None
@@ -390,7 +405,12 @@ class Trainer:
         """Record the current parameters as the best if their validation score is higher."""
         if "eval/success_rate" not in metrics:
             return state
-        score = (metrics["eval/success_rate"], -metrics["eval/propellant_mean"])
+        propellant = metrics["eval/propellant_mean"]
+        # With no successful landing the mean propellant is NaN; rank such a score lowest.
+        score = (
+            metrics["eval/success_rate"],
+            -propellant if math.isfinite(propellant) else -math.inf,
+        )
         if score <= tuple(float(x) for x in state.best_score):
             return state
         return state.replace(
@@ -406,15 +426,26 @@ class Trainer:
             self.store.save(step, state)
         return step
 
-    def _stop_if_diverged(self, step: int, metrics: Mapping[str, float]) -> None:
+    def _save_after_interrupt(self, state: TrainState) -> None:
+        try:
+            self._save(state)
+        except OSError as error:
+            # A second interrupt can land inside orbax's own write of the same step.
+            logger.warning("could not save step %d after the interrupt: %s", state.step, error)
+
+    def _diverged(self, metrics: Mapping[str, float]) -> bool:
         consecutive = int(metrics["train/nonfinite_consecutive"])
-        if consecutive < self.config.max_consecutive_nonfinite:
-            return
+        return consecutive >= self.config.max_consecutive_nonfinite
+
+    def _raise_diverged(self, step: int, metrics: Mapping[str, float]) -> None:
+        consecutive = int(metrics["train/nonfinite_consecutive"])
         raise FloatingPointError(
             f"the last {consecutive} updates up to step {step} had non-finite gradients and "
-            "were skipped, so training stopped. The parameters are the last finite ones "
-            "(see the newest checkpoint). Lower the learning rate or clip_norm, shorten the "
-            "horizon, or run with checks=True to find where the first NaN appears."
+            "were skipped, so training stopped. The skipped updates left the parameters "
+            "unchanged, and the state of this step, with the best validation parameters, is "
+            "saved as a checkpoint if a checkpoint folder was given. Lower the learning rate "
+            "or clip_norm, shorten the horizon, or run with checks=True to find where the "
+            "first NaN appears."
         )
 
     def _emit(self, step: int, metrics: Mapping[str, float]) -> None:
