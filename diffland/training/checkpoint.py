@@ -1,8 +1,11 @@
-"""Orbax checkpoints that are written atomically and checked when they are read back.
+"""Orbax checkpoints that are written atomically, with a fallback when one cannot be read.
 
 Orbax writes each step into a temporary folder and renames it when complete, so a crash
 during a save leaves the previous checkpoints intact. When the newest checkpoint cannot be
 restored (truncated or corrupted files), a warning names it and the next older one is used.
+
+NOTE: there is no checksum, so damage that leaves the files readable (a flipped byte in
+the array data) restores wrong values without an error.
 """
 
 from __future__ import annotations
