@@ -477,3 +477,16 @@ def test_resume_with_other_controller_raises(tmp_path):
     with pytest.raises(ValueError, match="written for another controller or configuration"):
         other.train(resume=True)
     assert CheckpointStore(folder).steps() == [1, 2]
+
+
+def test_jsonl_writes_nan_as_null(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    JsonlWriter(path, {"controller": "pid"})(1, {"train/propellant_mean": float("nan")})
+
+    record = json.loads(path.read_text())
+
+    assert record["train/propellant_mean"] is None
+    assert MetricsHistory.from_jsonl(path, controller="pid").series("train/propellant_mean") == (
+        [],
+        [],
+    )

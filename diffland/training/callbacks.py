@@ -8,11 +8,18 @@ other loggers can be plugged in without touching the trainer.
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 from collections.abc import Mapping
 from typing import Protocol
 
 from tqdm.auto import tqdm
+
+
+def _finite_or_none(value: float) -> float | None:
+    """Return ``value`` as a float, or None (JSON null) when it is NaN or infinite."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 class MetricsCallback(Protocol):
@@ -30,7 +37,8 @@ class JsonlWriter:
         self.tags = dict(tags or {})
 
     def __call__(self, step: int, metrics: Mapping[str, float]) -> None:
-        record = {**self.tags, "step": step, **{k: float(v) for k, v in metrics.items()}}
+        values = {k: _finite_or_none(v) for k, v in metrics.items()}
+        record = {**self.tags, "step": step, **values}
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -46,7 +54,9 @@ class TensorBoardWriter:
 
     def __call__(self, step: int, metrics: Mapping[str, float]) -> None:
         for name, value in metrics.items():
-            self.writer.add_scalar(self.prefix + name, float(value), step)
+            # A mean over an empty set (no successful landing yet) is NaN; leave a gap.
+            if math.isfinite(float(value)):
+                self.writer.add_scalar(self.prefix + name, float(value), step)
         self.writer.flush()
 
     def close(self) -> None:
@@ -107,7 +117,11 @@ class MetricsHistory:
                 record = json.loads(line)
                 if all(record.get(key) == value for key, value in tags.items()):
                     latest.setdefault(record["step"], {}).update(
-                        {k: v for k, v in record.items() if k not in tags and k != "step"}
+                        {
+                            k: v
+                            for k, v in record.items()
+                            if k not in tags and k != "step" and v is not None
+                        }
                     )
         history = cls()
         for step in sorted(latest):
