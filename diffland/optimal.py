@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from diffland.dynamics.integrators import RK4
-from diffland.dynamics.simulate import _crossing_fraction
+from diffland.dynamics.simulate import crossing_fraction
 from diffland.dynamics.vertical import VerticalLander, VerticalParams, VerticalState
 
 _PHASE_ONE_STEPS = 64
@@ -101,7 +101,7 @@ def stop_state(
     d0 = vehicle.derivative(s0, action, params)
     d1 = vehicle.derivative(s1, action, params)
     # Velocity crossing: reuse the height-crossing formula on -v, with -dv/dt as its rate.
-    fraction = _crossing_fraction(-s0.velocity, -s1.velocity, -d0.velocity * dt)
+    fraction = crossing_fraction(-s0.velocity, -s1.velocity, -d0.velocity * dt)
     fraction = jnp.where(any_crossing, fraction, 1.0)
     altitude = _hermite(s0.altitude, s1.altitude, d0.altitude * dt, d1.altitude * dt, fraction)
     mass = s0.mass + fraction * (s1.mass - s0.mass)

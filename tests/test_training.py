@@ -63,12 +63,14 @@ def train_config(**overrides):
     return TrainConfig(**settings)
 
 
-def make_trainer(checkpoint_dir=None, callbacks=()):
+def make_trainer(checkpoint_dir=None, callbacks=(), config=None, eval_states=None):
+    """Return a PID trainer on the shared task, start pool and (default) config."""
     return Trainer(
         landing_task(),
         VerticalPID(VEHICLE, CONTROL_DT),
-        train_config(),
+        config if config is not None else train_config(),
         start_pool(),
+        eval_states,
         checkpoint_dir=checkpoint_dir,
         callbacks=callbacks,
     )
@@ -333,13 +335,7 @@ def test_trainer_stops_after_nonfinite_updates():
 def test_interrupt_saves_checkpoint(tmp_path):
     config = train_config(steps=10, checkpoint_every=100)
     folder = tmp_path / "checkpoints"
-    trainer = Trainer(
-        landing_task(),
-        VerticalPID(VEHICLE, CONTROL_DT),
-        config,
-        start_pool(),
-        checkpoint_dir=folder,
-    )
+    trainer = make_trainer(folder, config=config)
 
     def press_ctrl_c(step, metrics):
         if step == 3:
@@ -352,13 +348,7 @@ def test_interrupt_saves_checkpoint(tmp_path):
     # The interrupt arrived while step 3 was being logged, so step 2 is the newest state
     # that was fully processed.
     assert CheckpointStore(folder).steps() == [2]
-    resumed = Trainer(
-        landing_task(),
-        VerticalPID(VEHICLE, CONTROL_DT),
-        config,
-        start_pool(),
-        checkpoint_dir=folder,
-    )
+    resumed = make_trainer(folder, config=config)
     earlier = float(resumed.restore().train_seconds)
     result = resumed.train(resume=True)
     assert result.resumed_from == 2
@@ -368,9 +358,7 @@ def test_interrupt_saves_checkpoint(tmp_path):
 
 
 def test_best_validation_params_kept():
-    trainer = Trainer(
-        landing_task(), VerticalPID(VEHICLE, CONTROL_DT), train_config(), start_pool()
-    )
+    trainer = make_trainer()
     state = trainer.init()
     shifted = jax.tree_util.tree_map(lambda x: x + 1.0, state.params)
 
@@ -400,24 +388,14 @@ def test_best_validation_params_kept():
 
 def test_train_result_selects_best_params(tmp_path):
     config = train_config(steps=4, eval_every=2)
-    trainer = Trainer(
-        landing_task(),
-        VerticalPID(VEHICLE, CONTROL_DT),
-        config,
-        start_pool(),
-        start_pool(8, seed=1),
-    )
-    result = trainer.train()
+    result = make_trainer(config=config, eval_states=start_pool(8, seed=1)).train()
 
     assert result.select_best
     assert result.selected_step in (2, 4)
     assert result.selected_params is result.state.best_params
-    unselected = Trainer(
-        landing_task(),
-        VerticalPID(VEHICLE, CONTROL_DT),
-        train_config(steps=4, eval_every=2, select_best=False),
-        start_pool(),
-        start_pool(8, seed=1),
+    unselected = make_trainer(
+        config=train_config(steps=4, eval_every=2, select_best=False),
+        eval_states=start_pool(8, seed=1),
     ).train()
     assert unselected.selected_params is unselected.state.params
     assert unselected.selected_step == 4
@@ -441,35 +419,17 @@ def test_history_from_jsonl_keeps_last_record(tmp_path):
 def test_fresh_run_rejects_used_checkpoint_folder(tmp_path):
     folder = tmp_path / "checkpoints"
     config = train_config(steps=2)
-    Trainer(
-        landing_task(),
-        VerticalPID(VEHICLE, CONTROL_DT),
-        config,
-        start_pool(),
-        checkpoint_dir=folder,
-    ).train()
-    again = Trainer(
-        landing_task(),
-        VerticalPID(VEHICLE, CONTROL_DT),
-        config,
-        start_pool(),
-        checkpoint_dir=folder,
-    )
+    make_trainer(folder, config=config).train()
+    again = make_trainer(folder, config=config)
 
-    with pytest.raises(ValueError, match=r"already holds checkpoints \[1, 2\]"):
+    with pytest.raises(ValueError, match=r"already contains checkpoints \[1, 2\]"):
         again.train()
 
 
 def test_resume_with_other_controller_raises(tmp_path):
     folder = tmp_path / "checkpoints"
     config = train_config(steps=2)
-    Trainer(
-        landing_task(),
-        VerticalPID(VEHICLE, CONTROL_DT),
-        config,
-        start_pool(),
-        checkpoint_dir=folder,
-    ).train()
+    make_trainer(folder, config=config).train()
     other = Trainer(
         landing_task(), MLPPolicy(VEHICLE, hidden=(4,)), config, start_pool(), checkpoint_dir=folder
     )

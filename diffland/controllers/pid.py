@@ -7,7 +7,7 @@ braking at a fraction ``beta`` of the full-throttle deceleration ``a_max(m)``::
     v_ref(h) = -sqrt(v_td^2 + 2 * beta * a_max(m) * h)
 
 Command. The velocity error ``e = v_ref(h) - v`` (positive when descending faster than
-the reference) drives the three terms, on top of the feedforward throttle that holds the
+the reference) drives the three terms, on top of the feedforward throttle that keeps the
 reference deceleration, ``u_ff = m * (g + beta * a_max) / T_max``::
 
     command = u_ff + kp * e + ki * integral(e dt) + kd * de/dt

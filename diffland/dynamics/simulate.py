@@ -84,7 +84,7 @@ def initial_sim_state(state: State) -> SimState:
     return SimState(vehicle=state, time=zero, touched_down=jnp.array(False), touchdown_time=zero)
 
 
-def _crossing_fraction(h0, h1, rate0):
+def crossing_fraction(h0, h1, rate0):
     """Return the fraction of a step at which the height reaches zero.
 
     The height over the step is modelled by the quadratic ``q(s) = h0 + b s + c s^2`` with
@@ -148,7 +148,7 @@ def physics_step(
     rate = jax.jvp(lambda s: vehicle.height(s, params), (start,), (start_rate,))[1]
     crossed = (h0 > 0.0) & ((h1 <= 0.0) | _dips_below_ground(h0, h1, rate * dt))
     crossed = crossed & ~sim.touched_down
-    fraction = _crossing_fraction(h0, h1, rate * dt)
+    fraction = crossing_fraction(h0, h1, rate * dt)
     at_touchdown = vehicle.project(
         _quadratic_interpolation(start, end, start_rate, dt, fraction), params
     )

@@ -26,7 +26,7 @@ from flax import struct
 from jax.experimental import checkify
 
 from diffland.training.checkpoint import CheckpointStore
-from diffland.training.cost import landing_cost_terms
+from diffland.training.cost import landing_cost_terms, landing_outcome
 from diffland.training.task import LandingTask, batch_rollout, init_controller
 
 logger = logging.getLogger(__name__)
@@ -285,8 +285,8 @@ class Trainer:
 
     def _evaluate_fn(self, params: Any, states: Any) -> dict[str, jax.Array]:
         trajectory = batch_rollout(self.task, self.controller, {"params": params}, states)
-        _, outcome = jax.vmap(
-            lambda t: landing_cost_terms(self.task.vehicle, t, self.task.params, self.task.cost)
+        outcome = jax.vmap(
+            lambda t: landing_outcome(self.task.vehicle, t, self.task.params, self.task.cost)
         )(trajectory)
         return {
             "eval/success_rate": jnp.mean(outcome.success),
@@ -345,7 +345,7 @@ class Trainer:
         """Run the updates up to ``config.steps``; with ``resume``, continue a checkpoint."""
         if not resume and self.store is not None and self.store.steps():
             raise ValueError(
-                f"{self.store.directory} already holds checkpoints {self.store.steps()}; pass "
+                f"{self.store.directory} already contains checkpoints {self.store.steps()}; pass "
                 "resume=True to continue them, or choose an empty checkpoint folder."
             )
         state = self.restore() if resume else None
