@@ -1,8 +1,28 @@
 """Vehicles, integrators, touchdown handling and rollouts."""
 
-from diffland.dynamics.base import STANDARD_GRAVITY, Vehicle
+from diffland.dynamics import aero, landing_gear, rotation
+from diffland.dynamics.base import STANDARD_GRAVITY, TouchdownMeasures, Vehicle, safe_norm
 from diffland.dynamics.integrators import RK4, Integrator, SemiImplicitEuler
-from diffland.dynamics.presets import apollo_lm_like, falcon9_like
+from diffland.dynamics.planar import (
+    PlanarBooster,
+    PlanarParams,
+    PlanarState,
+    make_planar_params,
+    make_planar_state,
+)
+from diffland.dynamics.presets import (
+    apollo_lm_like,
+    falcon9_like,
+    falcon9_like_planar,
+    falcon9_like_rigid_body,
+)
+from diffland.dynamics.rigid_body import (
+    RigidBody,
+    RigidBodyParams,
+    RigidBodyState,
+    make_rigid_body_params,
+    make_rigid_body_state,
+)
 from diffland.dynamics.simulate import (
     SimConfig,
     SimState,
@@ -25,21 +45,38 @@ __all__ = [
     "RK4",
     "STANDARD_GRAVITY",
     "Integrator",
+    "PlanarBooster",
+    "PlanarParams",
+    "PlanarState",
+    "RigidBody",
+    "RigidBodyParams",
+    "RigidBodyState",
     "SemiImplicitEuler",
     "SimConfig",
     "SimState",
+    "TouchdownMeasures",
     "Trajectory",
     "Vehicle",
     "VerticalLander",
     "VerticalParams",
     "VerticalState",
+    "aero",
     "apollo_lm_like",
     "control_step",
     "falcon9_like",
+    "falcon9_like_planar",
+    "falcon9_like_rigid_body",
     "initial_sim_state",
+    "landing_gear",
+    "make_planar_params",
+    "make_planar_state",
+    "make_rigid_body_params",
+    "make_rigid_body_state",
     "make_vertical_params",
     "make_vertical_state",
     "open_loop_policy",
     "physics_step",
     "rollout",
+    "rotation",
+    "safe_norm",
 ]

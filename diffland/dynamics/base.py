@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 State = Any
 Params = Any
@@ -57,7 +58,29 @@ class Vehicle(abc.ABC):
 
     @abc.abstractmethod
     def touchdown_speed(self, state: State, params: Params) -> jax.Array:
-        """Return the magnitude of the velocity in m/s."""
+        """Return the speed that the touchdown speed limit bounds, m/s.
+
+        For a vehicle that moves only vertically this is the magnitude of the velocity;
+        vehicles with lateral motion return the downward vertical speed.
+        """
+
+    def touchdown_measures(self, state: State, params: Params) -> TouchdownMeasures:
+        """Return the quantities that the touchdown limits bound, at ``state``.
+
+        The default suits a vehicle that moves only vertically: the vertical speed is
+        :meth:`touchdown_speed` and every other measure is zero. Vehicles with lateral
+        motion or attitude override it.
+        """
+        speed = self.touchdown_speed(state, params)
+        zero = jnp.zeros_like(speed)
+        return TouchdownMeasures(
+            vertical_speed=speed,
+            lateral_speed=zero,
+            tilt=zero,
+            angular_rate=zero,
+            pad_distance=zero,
+            tip_over=zero,
+        )
 
     @abc.abstractmethod
     def propellant_mass(self, state: State, params: Params) -> jax.Array:
@@ -80,6 +103,40 @@ class Vehicle(abc.ABC):
         """
         check_finite_tree(state, "state")
         check_finite_tree(params, "params")
+
+
+@struct.dataclass
+class TouchdownMeasures:
+    """What the landing limits bound at touchdown; each field is non-negative.
+
+    A landing succeeds when every measure is within its limit (see
+    :class:`~diffland.training.cost.LandingCost`).
+    """
+
+    vertical_speed: jax.Array
+    """Downward speed, m/s."""
+    lateral_speed: jax.Array
+    """Magnitude of the horizontal velocity, m/s."""
+    tilt: jax.Array
+    """Angle between the vehicle's long axis and the vertical, rad."""
+    angular_rate: jax.Array
+    """Magnitude of the angular velocity, rad/s."""
+    pad_distance: jax.Array
+    """Horizontal distance of the centre of mass from the pad centre, m."""
+    tip_over: jax.Array
+    """Kinetic energy available to tip the vehicle over its downhill foot divided by the
+    potential-energy barrier of that tip; at 1 or more the vehicle falls over."""
+
+
+def safe_norm(x: jax.Array, axis: int = -1) -> jax.Array:
+    """Return the Euclidean norm along ``axis`` with gradient zero (not NaN) at zero.
+
+    ``sqrt`` has an infinite slope at zero, so the plain norm of a zero vector has a NaN
+    gradient. Zero is a valid subgradient of the norm there.
+    """
+    squared = jnp.sum(x * x, axis=axis)
+    positive = squared > 0.0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
 
 
 def is_concrete(tree: Any) -> bool:

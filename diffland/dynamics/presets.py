@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+from diffland.dynamics.planar import PlanarParams, make_planar_params
+from diffland.dynamics.rigid_body import RigidBodyParams, make_rigid_body_params
 from diffland.dynamics.vertical import VerticalParams, make_vertical_params
 
 EARTH_GRAVITY = 9.81
@@ -64,3 +68,102 @@ def apollo_lm_like(*, dtype=None) -> VerticalParams:
         dry_mass=7_500.0,
         dtype=dtype,
     )
+
+
+FALCON9_LIKE_GEOMETRY = dict(
+    gimbal_limit=math.radians(5.0),
+    engine_offset=13.0,
+    radius_of_gyration=11.0,
+    com_height=15.0,
+    leg_radius=9.0,
+)
+"""Geometry of the Falcon-9-like booster, all estimates from public figures.
+
+- Gimbal limit: 5 degrees either way, an estimate.
+- Stage height 41.2 m and diameter 3.66-3.7 m (Falcon 9 Block 5 encyclopedia entries).
+  With the engines at the bottom the empty stage's centre of mass sits low: 15 m above
+  the feet is assumed, and the gimbal point 13 m below the centre of mass.
+- Radius of gyration about a transverse axis: 11 m, a little below the 11.9 m of a
+  uniform 41.2 m rod, because the engine mass is concentrated at one end.
+- Landing legs: a span of about 18 m, so a footprint radius of 9 m.
+"""
+
+FALCON9_LIKE_AERO = dict(
+    axial_drag_coefficient=0.8,
+    normal_drag_coefficient=3.0,
+    reference_area=10.5,
+    pressure_center_offset=0.0,
+)
+"""Drag of the Falcon-9-like booster flying base first, estimates.
+
+Axial coefficient 0.8 over the 10.5 m^2 base. The normal coefficient 3.0 is the slope of
+the normal force with the angle of attack at small angles for a slender cylinder of 11:1
+fineness (slender-body lift plus cross-flow drag of the side area), an estimate. The
+centre of pressure is taken at the centre of mass, so drag makes no torque.
+"""
+
+
+def falcon9_like_planar(*, drag: bool = False, dtype=None, **overrides: float) -> PlanarParams:
+    """Return the Falcon-9-like booster of :func:`falcon9_like` as a planar vehicle.
+
+    Engine, Isp and dry mass are those of :func:`falcon9_like`; the geometry is
+    :data:`FALCON9_LIKE_GEOMETRY` and, with ``drag=True``, the drag is
+    :data:`FALCON9_LIKE_AERO`. Keyword overrides replace single fields (SI units).
+    """
+    values = dict(
+        gravity=EARTH_GRAVITY,
+        max_thrust=845.0e3,
+        throttle_min=0.40,
+        throttle_max=1.0,
+        isp=282.0,
+        dry_mass=25_600.0,
+        **FALCON9_LIKE_GEOMETRY,
+    )
+    if drag:
+        values.update(FALCON9_LIKE_AERO)
+    values.update(overrides)
+    return make_planar_params(dtype=dtype, **values)
+
+
+FALCON9_LIKE_RADII_OF_GYRATION = (11.0, 11.0, 1.5)
+"""Radii of gyration ``(k_x, k_y, k_z)`` of the Falcon-9-like booster, m, estimates.
+
+The transverse radii are the 11 m of :data:`FALCON9_LIKE_GEOMETRY`. The axial radius
+1.5 m lies between a thin shell of 3.66 m diameter (k = 1.83 m) and a solid cylinder of
+that diameter (k = 1.29 m): the tank walls sit at the skin, but the nine engines and the
+remaining propellant fill the cross-section.
+"""
+
+FALCON9_LIKE_RCS_TORQUE = 50.0e3
+"""Reaction-control torque about each body axis, N m, an order-of-magnitude estimate.
+
+No public figure is known to this project: 50 kN m corresponds to about 2 kN of
+cold-gas thrust at 25 m from the centre of mass. The roll lever arm is only the stage
+radius, so the real roll authority is likely far lower.
+"""
+
+
+def falcon9_like_rigid_body(*, drag: bool = False, dtype=None, **overrides) -> RigidBodyParams:
+    """Return the Falcon-9-like booster of :func:`falcon9_like` as a 6-DOF rigid body.
+
+    Engine, Isp, dry mass and geometry are those of :func:`falcon9_like_planar`, with the
+    radii of gyration :data:`FALCON9_LIKE_RADII_OF_GYRATION` and the reaction-control
+    torque limit :data:`FALCON9_LIKE_RCS_TORQUE` (used only by a ``RigidBody(rcs=True)``).
+    With ``drag=True`` the drag is :data:`FALCON9_LIKE_AERO`. Keyword overrides replace
+    single fields (SI units; three numbers for a vector field).
+    """
+    values = dict(
+        gravity=EARTH_GRAVITY,
+        max_thrust=845.0e3,
+        throttle_min=0.40,
+        throttle_max=1.0,
+        isp=282.0,
+        dry_mass=25_600.0,
+        **FALCON9_LIKE_GEOMETRY,
+    )
+    values["radius_of_gyration"] = FALCON9_LIKE_RADII_OF_GYRATION
+    values["rcs_torque_limit"] = FALCON9_LIKE_RCS_TORQUE
+    if drag:
+        values.update(FALCON9_LIKE_AERO)
+    values.update(overrides)
+    return make_rigid_body_params(dtype=dtype, **values)

@@ -171,9 +171,20 @@ def physics_step(
 def control_step(
     vehicle: Vehicle, config: SimConfig, sim: SimState, action: jax.Array, params: Params
 ) -> SimState:
-    """Hold ``action`` over ``config.substeps`` physics steps."""
-    for _ in range(config.substeps):
-        sim = physics_step(vehicle, config.integrator, sim, action, params, config.physics_dt)
+    """Hold ``action`` over ``config.substeps`` physics steps.
+
+    Several sub-steps run as an inner ``lax.scan``, so the compiled program holds one
+    physics step whatever their number (unrolling them made compile time grow faster
+    than linearly with the number of sub-steps).
+    """
+    if config.substeps == 1:
+        return physics_step(vehicle, config.integrator, sim, action, params, config.physics_dt)
+
+    def substep(current, _):
+        step = physics_step(vehicle, config.integrator, current, action, params, config.physics_dt)
+        return step, None
+
+    sim, _ = jax.lax.scan(substep, sim, None, length=config.substeps)
     return sim
 
 
