@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from diffland.dynamics.base import Params, Vehicle
+from diffland.dynamics.base import Params, TouchdownMeasures, Vehicle
 from diffland.dynamics.simulate import Trajectory
 
 
@@ -16,12 +17,23 @@ from diffland.dynamics.simulate import Trajectory
 class LandingCost:
     """Weights and limits of the landing cost; every term is logged separately.
 
-    A landing succeeds when the vehicle touches down within the horizon at a speed of at
-    most ``speed_limit`` with propellant left.
+    A landing succeeds when the vehicle touches down within the horizon with propellant
+    left and every touchdown measure within its limit: vertical speed, lateral speed,
+    tilt, angular rate, distance from the pad centre, and the tip-over measure below 1.
+    A vehicle that moves only vertically has zero lateral speed, tilt, angular rate and
+    pad distance, so only the speed limit applies to it.
     """
 
     speed_limit: float = 2.0
-    """Highest touchdown speed of a successful landing, m/s."""
+    """Highest vertical touchdown speed of a successful landing, m/s."""
+    lateral_speed_limit: float = 1.0
+    """Highest horizontal speed at touchdown, m/s."""
+    tilt_limit_deg: float = 5.0
+    """Largest angle between the body axis and the vertical at touchdown, degrees."""
+    angular_rate_limit: float = 0.1
+    """Largest angular speed at touchdown, rad/s."""
+    pad_radius: float = 10.0
+    """Largest distance of the centre of mass from the pad centre at touchdown, m."""
     exhaustion_tolerance: float = 1.0
     """Propellant below which the tanks count as empty, kg."""
 
@@ -31,10 +43,14 @@ class LandingCost:
     """Touchdown speed the cost prefers, m/s. Aiming inside the success band keeps
     landers away from its two edges: a crash above ``speed_limit`` and, for a vehicle
     that cannot hover, stopping above the ground and climbing away below zero speed."""
+    touchdown_attitude: float = 1.0
+    """Weight of the sum of the squared ratios of lateral speed, tilt, angular rate and
+    pad distance to their limits at touchdown."""
     crash: float = 4.0
-    """Weight of ``max(speed - crash_margin * speed_limit, 0) / speed_limit``."""
+    """Weight of ``sum_i max(ratio_i - crash_margin, 0)`` over the ratios of every
+    touchdown measure to its limit (the vertical one is ``speed / speed_limit``)."""
     crash_margin: float = 0.75
-    """Fraction of the speed limit where the crash penalty starts."""
+    """Fraction of each limit where the crash penalty starts."""
     propellant: float = 0.5
     """Weight of the propellant used divided by ``propellant_scale``."""
     propellant_scale: float = 1000.0
@@ -58,6 +74,39 @@ class LandingCost:
     no_touchdown_height_scale: float = 1.0
     """Height that adds one unit to the no-touchdown penalty, m."""
 
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"LandingCost.{field.name} = {value!r} must be a finite number >= 0."
+                )
+        for name in self.limit_names:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"LandingCost.{name} = {getattr(self, name)!r} must be > 0.")
+
+    limit_names = (
+        "speed_limit",
+        "lateral_speed_limit",
+        "tilt_limit_deg",
+        "angular_rate_limit",
+        "pad_radius",
+        "propellant_scale",
+        "exhaustion_reserve",
+        "no_touchdown_height_scale",
+    )
+
+    def limit_ratios(self, measures: TouchdownMeasures) -> dict[str, jax.Array]:
+        """Return each touchdown measure divided by its limit; a landing needs all <= 1."""
+        return {
+            "vertical_speed": measures.vertical_speed / self.speed_limit,
+            "lateral_speed": measures.lateral_speed / self.lateral_speed_limit,
+            "tilt": measures.tilt / math.radians(self.tilt_limit_deg),
+            "angular_rate": measures.angular_rate / self.angular_rate_limit,
+            "pad_distance": measures.pad_distance / self.pad_radius,
+            "tip_over": measures.tip_over,
+        }
+
 
 @struct.dataclass
 class LandingOutcome:
@@ -65,7 +114,19 @@ class LandingOutcome:
 
     touched_down: jax.Array
     touchdown_speed: jax.Array
-    """Speed at touchdown, m/s (speed at the end of the horizon if no touchdown)."""
+    """Vertical speed at touchdown, m/s (at the end of the horizon if no touchdown)."""
+    lateral_speed: jax.Array
+    """Horizontal speed at touchdown, m/s."""
+    tilt: jax.Array
+    """Tilt from the vertical at touchdown, rad."""
+    angular_rate: jax.Array
+    """Angular speed at touchdown, rad/s."""
+    pad_distance: jax.Array
+    """Distance of the centre of mass from the pad centre at touchdown, m."""
+    tip_over: jax.Array
+    """Tip-over measure at touchdown (falls over at 1 or more)."""
+    within_limits: jax.Array
+    """True if every touchdown measure is within its limit."""
     propellant_used: jax.Array
     """Propellant used until the end of the descent, kg."""
     propellant_left: jax.Array
@@ -90,7 +151,8 @@ def landing_outcome(
     climb.
     """
     final = trajectory.final.vehicle
-    speed = vehicle.touchdown_speed(final, params)
+    measures = vehicle.touchdown_measures(final, params)
+    within = within_limits(cost, measures)
     touched = trajectory.final.touched_down
     heights = jax.vmap(lambda state: vehicle.height(state, params))(trajectory.states)
     final_height = vehicle.height(final, params)
@@ -106,14 +168,48 @@ def landing_outcome(
     exhausted = vehicle.propellant_mass(final, params) < cost.exhaustion_tolerance
     return LandingOutcome(
         touched_down=touched,
-        touchdown_speed=speed,
+        touchdown_speed=measures.vertical_speed,
+        lateral_speed=measures.lateral_speed,
+        tilt=measures.tilt,
+        angular_rate=measures.angular_rate,
+        pad_distance=measures.pad_distance,
+        tip_over=measures.tip_over,
+        within_limits=within,
         propellant_used=used,
         propellant_left=left,
         exhausted=exhausted,
-        success=touched & (speed <= cost.speed_limit) & ~exhausted,
+        success=touched & within & ~exhausted,
         final_height=final_height,
         lowest_height=jnp.minimum(heights[lowest], final_height),
     )
+
+
+_ATTITUDE_RATIOS = ("lateral_speed", "tilt", "angular_rate", "pad_distance")
+
+
+def within_limits(cost: LandingCost, measures: TouchdownMeasures) -> jax.Array:
+    """Return True where every touchdown measure is within its limit."""
+    ratios = cost.limit_ratios(measures)
+    return jnp.all(jnp.stack([ratio <= 1.0 for ratio in ratios.values()]))
+
+
+def touchdown_terms(cost: LandingCost, measures: TouchdownMeasures) -> dict[str, jax.Array]:
+    """Return the weighted cost terms of a touchdown with ``measures``.
+
+    ``touchdown_speed`` is the squared error from the preferred vertical speed,
+    ``touchdown_attitude`` the sum of the squared ratios of lateral speed, tilt, angular
+    rate and pad distance to their limits, and ``crash`` the hinge
+    ``sum_i max(ratio_i - crash_margin, 0)`` over every limit ratio.
+    """
+    ratios = cost.limit_ratios(measures)
+    speed_error = (measures.vertical_speed - cost.target_speed) / cost.speed_limit
+    attitude = sum(ratios[name] ** 2 for name in _ATTITUDE_RATIOS)
+    excess = sum(jnp.maximum(ratio - cost.crash_margin, 0.0) for ratio in ratios.values())
+    return {
+        "touchdown_speed": cost.touchdown_speed * speed_error**2,
+        "touchdown_attitude": cost.touchdown_attitude * attitude,
+        "crash": cost.crash * excess,
+    }
 
 
 def _active_mean(values: jax.Array, active: jax.Array) -> jax.Array:
@@ -131,8 +227,8 @@ def landing_cost_terms(
     thrust cut at the dry mass is a step.
     """
     outcome = landing_outcome(vehicle, trajectory, params, cost)
+    touchdown = touchdown_terms(cost, vehicle.touchdown_measures(trajectory.final.vehicle, params))
     touched = outcome.touched_down.astype(outcome.touchdown_speed.dtype)
-    speed = outcome.touchdown_speed
 
     low, high = vehicle.action_bounds(params)
     normalised = (trajectory.actions - low) / (high - low)
@@ -140,14 +236,13 @@ def landing_cost_terms(
     changes = jnp.sum(jnp.diff(normalised, axis=0) ** 2, axis=-1)
     smooth = _active_mean(changes, trajectory.active[1:])
 
-    excess = jnp.maximum(speed - cost.crash_margin * cost.speed_limit, 0.0)
     shortage = jnp.maximum(1.0 - outcome.propellant_left / cost.exhaustion_reserve, 0.0)
     height = jnp.maximum(outcome.lowest_height, 0.0)
-    speed_error = (speed - cost.target_speed) / cost.speed_limit
     zero_speed_error = cost.target_speed / cost.speed_limit
     terms = {
-        "touchdown_speed": cost.touchdown_speed * touched * speed_error**2,
-        "crash": cost.crash * touched * excess / cost.speed_limit,
+        "touchdown_speed": touched * touchdown["touchdown_speed"],
+        "touchdown_attitude": touched * touchdown["touchdown_attitude"],
+        "crash": touched * touchdown["crash"],
         "propellant": cost.propellant * outcome.propellant_used / cost.propellant_scale,
         "control_effort": cost.control_effort * effort,
         "smoothness": cost.smoothness * smooth,
