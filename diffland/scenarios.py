@@ -107,3 +107,158 @@ def sample_landing_burn_states(
         return jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.concatenate(xs)[:count]), *parts)
 
     return join(kept_states), join(kept_optima)
+
+
+@dataclasses.dataclass(frozen=True)
+class BoosterLandingScenario:
+    """Start states of a landing burn with lateral offset, attitude errors and wind.
+
+    The vertical part (height of the feet, descent speed, propellant) is drawn and
+    filtered exactly as in :class:`LandingBurnScenario`, on the 1-D dynamics of the same
+    engine, dry mass and axial drag. The lateral part is drawn uniformly with a random
+    sign per axis: a horizontal offset from the pad, a horizontal velocity, a tilt and
+    an angular rate, plus a wind from :func:`diffland.dynamics.aero.sample_wind`.
+    """
+
+    vertical: LandingBurnScenario = LandingBurnScenario()
+    """Ranges and filter of the vertical part."""
+    offset_range: tuple[float, float] = (0.0, 50.0)
+    """Horizontal distance of the centre of mass from the pad at ignition, m."""
+    lateral_speed_range: tuple[float, float] = (0.0, 5.0)
+    """Horizontal speed at ignition, m/s."""
+    tilt_range_deg: tuple[float, float] = (0.0, 3.0)
+    """Tilt of the body axis from the vertical at ignition, degrees."""
+    angular_rate_range: tuple[float, float] = (0.0, 0.02)
+    """Angular speed at ignition, rad/s."""
+    steady_wind: float = 0.0
+    """Largest steady wind speed, m/s (the speed is drawn uniformly up to it)."""
+    gust_rms: float = 0.0
+    """Root-mean-square gust speed per horizontal axis, m/s."""
+
+    def __post_init__(self):
+        for name in ("offset_range", "lateral_speed_range", "tilt_range_deg"):
+            low, high = getattr(self, name)
+            if not (np.isfinite(low) and np.isfinite(high) and 0 <= low <= high):
+                raise ValueError(f"{name} = {(low, high)} must satisfy 0 <= low <= high.")
+        low, high = self.angular_rate_range
+        if not (np.isfinite(low) and np.isfinite(high) and 0 <= low <= high):
+            raise ValueError(f"angular_rate_range = {(low, high)} must satisfy 0 <= low <= high.")
+        if not (self.steady_wind >= 0 and self.gust_rms >= 0):
+            raise ValueError(
+                f"steady_wind = {self.steady_wind} and gust_rms = {self.gust_rms} must be >= 0."
+            )
+
+
+def vertical_equivalent(params, drag: bool) -> tuple[VerticalLander, VerticalParams]:
+    """Return the 1-D lander with the engine, dry mass and axial drag of a booster."""
+    vertical = VerticalParams(
+        gravity=params.gravity,
+        max_thrust=params.max_thrust,
+        throttle_min=params.throttle_min,
+        throttle_max=params.throttle_max,
+        isp=params.isp,
+        dry_mass=params.dry_mass,
+        drag_coefficient=params.axial_drag_coefficient,
+        reference_area=params.reference_area,
+        sea_level_density=params.sea_level_density,
+        scale_height=params.scale_height,
+    )
+    return VerticalLander(drag=drag), vertical
+
+
+def _signed_uniform(key, shape, bounds, dtype):
+    k_mag, k_sign = jax.random.split(key)
+    magnitude = jax.random.uniform(k_mag, shape, dtype, bounds[0], bounds[1])
+    sign = jnp.where(jax.random.bernoulli(k_sign, 0.5, shape), 1.0, -1.0).astype(dtype)
+    return magnitude * sign
+
+
+def _random_directions(key, count, axes, dtype):
+    """Return ``count`` unit vectors with ``axes`` components, uniform in direction."""
+    if axes == 1:
+        return _signed_uniform(key, (count, 1), (1.0, 1.0), dtype)
+    angle = jax.random.uniform(key, (count,), dtype, 0.0, 2.0 * np.pi)
+    return jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+
+
+def sample_booster_states(
+    key: jax.Array,
+    count: int,
+    vehicle,
+    params,
+    scenario: BoosterLandingScenario = BoosterLandingScenario(),
+    chunk: int = 8192,
+):
+    """Return ``count`` start states for a planar or 6-DOF booster (a batch pytree).
+
+    ``vehicle`` is a :class:`~diffland.dynamics.planar.PlanarBooster` or a
+    :class:`~diffland.dynamics.rigid_body.RigidBody`; the same random numbers give the
+    same vertical part, offsets, speeds and wind magnitude for both.
+    """
+    from diffland.dynamics import aero
+
+    k_vertical, k_offset, k_speed, k_tilt, k_rate, k_wind = jax.random.split(key, 6)
+    lander, vertical_params = vertical_equivalent(params, getattr(vehicle, "drag", False))
+    vertical, _ = sample_landing_burn_states(
+        k_vertical, count, lander, vertical_params, scenario.vertical, chunk=chunk
+    )
+    dtype = vertical.altitude.dtype
+    axes = 1 if vehicle.action_size == 2 else 2
+    offset = _random_directions(k_offset, count, axes, dtype) * jax.random.uniform(
+        jax.random.fold_in(k_offset, 1), (count, 1), dtype, *scenario.offset_range
+    )
+    lateral = _random_directions(k_speed, count, axes, dtype) * jax.random.uniform(
+        jax.random.fold_in(k_speed, 1), (count, 1), dtype, *scenario.lateral_speed_range
+    )
+    tilt = jnp.deg2rad(jax.random.uniform(k_tilt, (count,), dtype, *scenario.tilt_range_deg))
+    tilt_direction = _random_directions(jax.random.fold_in(k_tilt, 1), count, axes, dtype)
+    rate = jax.random.uniform(k_rate, (count,), dtype, *scenario.angular_rate_range)
+    wind = jax.vmap(
+        lambda k: aero.sample_wind(k, axes, scenario.steady_wind, scenario.gust_rms, dtype=dtype)
+    )(jax.random.split(k_wind, count))
+    z = vertical.altitude + params.com_height
+    if axes == 1:
+        from diffland.dynamics.planar import PlanarState
+
+        rate_sign = _signed_uniform(jax.random.fold_in(k_rate, 1), (count,), (1.0, 1.0), dtype)
+        return PlanarState(
+            x=offset[:, 0],
+            z=z,
+            pitch=tilt * tilt_direction[:, 0],
+            vx=lateral[:, 0],
+            vz=vertical.velocity,
+            pitch_rate=rate * rate_sign,
+            mass=vertical.mass,
+            gimbal=jnp.zeros_like(z),
+            wind=wind,
+        )
+    from diffland.dynamics import rotation
+    from diffland.dynamics.rigid_body import RigidBodyState
+
+    zeros = jnp.zeros_like(z)
+    # Tilt about the horizontal axis perpendicular to the tilt direction.
+    axis = jnp.stack([-tilt_direction[:, 1], tilt_direction[:, 0], zeros], axis=-1)
+    quaternion = jax.vmap(rotation.from_axis_angle)(axis, tilt)
+    rate_direction = jax.random.normal(jax.random.fold_in(k_rate, 2), (count, 3), dtype)
+    rate_direction = rate_direction / jnp.linalg.norm(rate_direction, axis=-1, keepdims=True)
+    return RigidBodyState(
+        position=jnp.concatenate([offset, z[:, None]], axis=-1),
+        velocity=jnp.concatenate([lateral, vertical.velocity[:, None]], axis=-1),
+        quaternion=quaternion,
+        angular_velocity=rate[:, None] * rate_direction,
+        mass=vertical.mass,
+        gimbal=jnp.zeros((count, 2), dtype),
+        wind=wind,
+    )
+
+
+PLANAR_SCENARIO = BoosterLandingScenario(steady_wind=5.0, gust_rms=2.0)
+"""Default scenario of the planar booster: up to 50 m from the pad, 5 m/s sideways, 3
+degrees of tilt, 0.02 rad/s, a steady wind up to 5 m/s and 2 m/s RMS gusts."""
+
+RIGID_BODY_SCENARIO = BoosterLandingScenario(
+    tilt_range_deg=(0.0, 5.0), angular_rate_range=(0.0, 0.05), steady_wind=8.0, gust_rms=2.0
+)
+"""Default scenario of the 6-DOF booster: up to 50 m from the pad, 5 m/s sideways, 5
+degrees of tilt, 0.05 rad/s about a random axis, a steady wind up to 8 m/s in a random
+direction and 2 m/s RMS gusts."""

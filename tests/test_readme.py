@@ -14,9 +14,20 @@ def python_blocks():
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
+def test_readme_brax_example_builds_the_environment():
+    blocks = [block for block in python_blocks() if "brax.envs" in block]
+    assert len(blocks) == 1
+
+    namespace: dict = {}
+    exec(blocks[0].replace("pool_size=256", "pool_size=8"), namespace)  # noqa: S102
+
+    assert namespace["env"].observation_size == 12
+    assert namespace["env"].action_size == 2
+
+
 @pytest.mark.slow
 def test_readme_examples_smoke():
-    blocks = python_blocks()
+    blocks = [block for block in python_blocks() if "brax.envs" not in block]
     assert len(blocks) == 3
 
     namespace: dict = {}

@@ -48,6 +48,67 @@ def plot_vertical_landings(
     return _save(figure, path)
 
 
+def _booster_series(vehicle, params, states):
+    """Return horizontal position (n, 2), height and tilt (degrees) of a booster's steps."""
+    import jax
+
+    height = np.asarray(jax.vmap(lambda s: vehicle.height(s, params))(states))
+    tilt = np.degrees(
+        np.asarray(jax.vmap(lambda s: vehicle.touchdown_measures(s, params).tilt)(states))
+    )
+    if hasattr(states, "position"):
+        ground = np.asarray(states.position)[:, :2]
+    else:
+        ground = np.stack([np.asarray(states.x), np.zeros_like(np.asarray(states.x))], axis=-1)
+    return ground, height, tilt
+
+
+def plot_booster_landings(
+    trajectories: Mapping[str, Trajectory],
+    vehicle,
+    params,
+    control_dt: float,
+    path: str | pathlib.Path,
+    landers: int = 4,
+) -> pathlib.Path:
+    """Plot ground track, height, tilt, gimbal and throttle of planar or 6-DOF landings.
+
+    One column per controller, the first ``landers`` landers of each batched trajectory;
+    steps after touchdown are left out. Gimbal angles are the commanded ones, in degrees.
+    """
+    import jax
+
+    names = list(trajectories)
+    rows = ("ground track", "height of the feet (m)", "tilt (deg)", "gimbal (deg)", "throttle")
+    figure, axes = plt.subplots(
+        len(rows), len(names), figsize=(4 * len(names), 3 * len(rows)), squeeze=False
+    )
+    for column, name in enumerate(names):
+        trajectory = trajectories[name]
+        active = np.asarray(trajectory.active)
+        for lander in range(min(landers, active.shape[0])):
+            steps = np.flatnonzero(active[lander])
+            states = jax.tree_util.tree_map(lambda x, i=lander: x[i], trajectory.states)
+            ground, height, tilt = _booster_series(vehicle, params, states)
+            time = steps * control_dt
+            actions = np.asarray(trajectory.actions)[lander, steps]
+            axes[0, column].plot(ground[steps, 0], ground[steps, 1])
+            axes[1, column].plot(time, height[steps])
+            axes[2, column].plot(time, tilt[steps])
+            for axis_index in range(1, min(actions.shape[1], 3)):
+                axes[3, column].plot(time, np.degrees(actions[:, axis_index]))
+            axes[4, column].plot(time, actions[:, 0])
+        axes[0, column].set_title(name)
+        axes[0, column].set_xlabel("x (m)")
+        axes[0, column].set_ylabel("y (m)")
+        axes[0, column].plot([0.0], [0.0], "k+", markersize=12)
+        for row, label in enumerate(rows[1:], start=1):
+            axes[row, column].set_ylabel(label)
+        axes[-1, column].set_xlabel("time since ignition (s)")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def plot_training_curves(
     histories: Mapping[str, MetricsHistory],
     path: str | pathlib.Path,

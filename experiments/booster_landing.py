@@ -1,0 +1,283 @@
+"""The driver shared by the planar and 6-DOF booster landing experiments.
+
+Each experiment names its vehicle, parameters and scenario in a :class:`BoosterSpec`;
+everything else (sampling, training, scoring, results file, plots, command line) is here.
+Three controllers are trained in turn by backpropagation through the rollout: the gains
+of the cascaded PID, then the NeuroPID (the cascaded PID from the tuned gains plus a
+zero-initialised network correction) and the MLP. They are scored on a held-out set
+with its own fixed seed, together with the untrained, hand-tuned cascaded PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from diffland.controllers import MLPPolicy
+from diffland.controllers.cascaded import CascadedPID, NeuroCascadedPID
+from diffland.dynamics import SimConfig, Vehicle
+from diffland.scenarios import BoosterLandingScenario, sample_booster_states
+from diffland.training import LandingCost, LandingTask, init_controller
+from diffland.training.callbacks import MetricsHistory
+from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
+from diffland.viz.plots import plot_booster_landings, plot_training_curves
+from experiments import common
+from experiments.vertical_landing import ControllerSetting, train_controller
+
+HELD_OUT_SEED = 20_261_205
+"""Seed of the held-out start states; fixed so every run is scored on the same set."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BoosterSpec:
+    """What distinguishes one booster experiment from another."""
+
+    experiment: str
+    """Module name under ``experiments``, also the results file's ``experiment``."""
+    vehicle: Vehicle
+    params: Callable[[], Any]
+    """Returns the vehicle parameters (a function, so nothing is built at import)."""
+    scenario: BoosterLandingScenario
+
+
+@dataclasses.dataclass(frozen=True)
+class BoosterLandingConfig:
+    """All settings of a booster experiment; saved as ``config.json`` in the run folder.
+
+    The touchdown limits define success; their defaults are those of
+    :class:`~diffland.training.cost.LandingCost`.
+    """
+
+    quick: bool = False
+    seeds: int = 1
+    control_dt: float = 0.1
+    """Controller period, s."""
+    substeps: int = 2
+    """RK4 physics steps per control step."""
+    horizon_seconds: float = 25.0
+    """Simulated time per rollout, s; a lander still flying then counts as no touchdown."""
+    train_pool: int = 16_384
+    validation_states: int = 512
+    held_out_states: int = 4096
+    sampling_chunk: int = 8192
+    speed_limit: float = 2.0
+    """Largest vertical touchdown speed of a success, m/s."""
+    lateral_speed_limit: float = 1.0
+    """Largest horizontal touchdown speed, m/s."""
+    tilt_limit_deg: float = 5.0
+    """Largest tilt from the vertical at touchdown, degrees."""
+    angular_rate_limit: float = 0.1
+    """Largest angular speed at touchdown, rad/s."""
+    pad_radius: float = 10.0
+    """Largest distance from the pad centre at touchdown, m."""
+    pid: ControllerSetting = ControllerSetting(steps=60, learning_rate=1e-2)
+    neuro_pid: ControllerSetting = ControllerSetting(steps=150, learning_rate=1e-3)
+    mlp: ControllerSetting = ControllerSetting(steps=300, learning_rate=3e-3)
+
+    def cost(self) -> LandingCost:
+        """Return the landing cost with this run's touchdown limits."""
+        return LandingCost(
+            speed_limit=self.speed_limit,
+            lateral_speed_limit=self.lateral_speed_limit,
+            tilt_limit_deg=self.tilt_limit_deg,
+            angular_rate_limit=self.angular_rate_limit,
+            pad_radius=self.pad_radius,
+        )
+
+    def sim(self) -> SimConfig:
+        horizon = int(round(self.horizon_seconds / self.control_dt))
+        return SimConfig(control_dt=self.control_dt, substeps=self.substeps, horizon=horizon)
+
+
+LIMIT_OPTIONS = {
+    "speed_limit": "largest vertical touchdown speed of a success, m/s (default 2)",
+    "lateral_speed_limit": "largest horizontal touchdown speed, m/s (default 1)",
+    "tilt_limit_deg": "largest tilt from the vertical at touchdown, degrees (default 5)",
+    "angular_rate_limit": "largest angular speed at touchdown, rad/s (default 0.1)",
+    "pad_radius": "largest distance from the pad centre at touchdown, m (default 10)",
+}
+
+
+def create_config(
+    base: BoosterLandingConfig, quick: bool, seeds: int, quick_overrides: dict, **limits: float
+) -> BoosterLandingConfig:
+    """Return ``base`` with the command-line choices applied; validates them."""
+    if seeds < 1:
+        raise ValueError(f"--seeds {seeds} must be at least 1.")
+    config = dataclasses.replace(base, quick=quick, seeds=seeds, **limits)
+    if quick:
+        config = dataclasses.replace(config, **quick_overrides)
+    config.cost()  # raises ValueError for a non-positive limit
+    return config
+
+
+def _sample(spec: BoosterSpec, params, key, count: int, chunk: int):
+    return sample_booster_states(key, count, spec.vehicle, params, spec.scenario, chunk=chunk)
+
+
+def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
+    """Train the controllers of one seed and score them on the held-out set."""
+    key = jax.random.PRNGKey(seed)
+    pool = _sample(
+        spec, task.params, jax.random.fold_in(key, 0), config.train_pool, config.sampling_chunk
+    )
+    validation = _sample(
+        spec,
+        task.params,
+        jax.random.fold_in(key, 1),
+        config.validation_states,
+        config.sampling_chunk,
+    )
+    timings = {"compile": 0.0, "train": 0.0, "eval": 0.0}
+    results: dict[str, dict[str, Any]] = {}
+    histories: dict[str, MetricsHistory] = {}
+    trajectories = {}
+
+    def score(name, controller, variables, train_seconds, compile_seconds):
+        start = time.perf_counter()
+        trajectories[name], outcome = rollout_outcomes(task, controller, variables, held_out)
+        timings["eval"] += time.perf_counter() - start
+        results[name] = summarize_outcomes(outcome)
+        results[name].update(train_seconds=train_seconds, compile_seconds=compile_seconds)
+        logger.info("%s (seed %d): success %.2f%%", name, seed, 100 * results[name]["success_rate"])
+
+    hand = CascadedPID(task.vehicle, config.control_dt)
+    example = jax.tree_util.tree_map(lambda x: x[0], held_out)
+    score("pid_hand", hand, init_controller(task, hand, jax.random.PRNGKey(0), example), 0.0, 0.0)
+
+    settings = {"pid_tuned": config.pid, "neuro_pid": config.neuro_pid, "mlp": config.mlp}
+    builders = {
+        "pid_tuned": lambda: hand,
+        "neuro_pid": lambda: NeuroCascadedPID(task.vehicle, config.control_dt, gains=tuned),
+        "mlp": lambda: MLPPolicy(task.vehicle),
+    }
+    tuned = None
+    for name, build in builders.items():
+        controller = build()
+        result, histories[name] = train_controller(
+            name, controller, settings[name], seed, task, (pool, validation), run_folder, resume
+        )
+        timings["compile"] += result.compile_seconds
+        timings["train"] += result.train_seconds
+        score(
+            name,
+            controller,
+            {"params": result.selected_params},
+            result.train_seconds,
+            result.compile_seconds,
+        )
+        results[name]["selected_step"] = result.selected_step
+        if name == "pid_tuned":
+            tuned = hand.gains_from_params(result.selected_params)
+            results[name]["gains"] = dataclasses.asdict(tuned)
+
+    plots = run_folder / "plots"
+    plot_booster_landings(
+        trajectories,
+        task.vehicle,
+        task.params,
+        config.control_dt,
+        plots / f"landings_seed{seed}.png",
+    )
+    plot_training_curves(histories, plots / f"training_seed{seed}.png")
+    return results, timings
+
+
+def run(spec: BoosterSpec, config: BoosterLandingConfig, run_folder: pathlib.Path, resume: bool):
+    """Run every seed, write ``results.json`` and plots, and return the results."""
+    logger = logging.getLogger(spec.experiment)
+    total_start = time.perf_counter()
+    params = spec.params()
+    task = LandingTask(spec.vehicle, params, config.sim(), config.cost())
+    start = time.perf_counter()
+    held_out = _sample(
+        spec,
+        params,
+        jax.random.PRNGKey(HELD_OUT_SEED),
+        config.held_out_states,
+        config.sampling_chunk,
+    )
+    task.validate(held_out)
+    timings = {"compile": 0.0, "train": 0.0, "eval": time.perf_counter() - start}
+    logger.info("drew %d held-out start states in %.1f s", config.held_out_states, timings["eval"])
+
+    per_seed: dict[str, list[dict[str, Any]]] = {}
+    for seed in range(config.seeds):
+        results, seed_timings = run_seed(
+            spec, seed, config, task, held_out, run_folder, resume, logger
+        )
+        for name, entry in results.items():
+            per_seed.setdefault(name, []).append(entry)
+        for key, value in seed_timings.items():
+            timings[key] += value
+    controllers = {name: common.combine_seeds(entries) for name, entries in per_seed.items()}
+    timings["total"] = time.perf_counter() - total_start
+    common.write_results(
+        run_folder, spec.experiment, dataclasses.asdict(config), timings, controllers
+    )
+    return {"controllers": controllers, "timings": timings}
+
+
+def build_parser(spec: BoosterSpec, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m experiments.{spec.experiment}", description=description
+    )
+    common.add_common_arguments(parser)
+    parser.add_argument("--seeds", type=int, default=1, help="number of training seeds (default 1)")
+    for name, text in LIMIT_OPTIONS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None, help=text)
+    return parser
+
+
+def resume_command(spec: BoosterSpec, argv: list[str]) -> str:
+    """Return the command line that continues this run (the same options plus --resume)."""
+    options = [arg for arg in argv if arg != "--resume"]
+    return " ".join(["python", "-m", f"experiments.{spec.experiment}", "--resume", *options])
+
+
+def main(
+    spec: BoosterSpec,
+    base: BoosterLandingConfig,
+    quick_overrides: dict,
+    description: str,
+    argv: list[str] | None = None,
+) -> int:
+    """Parse the command line, run the experiment and print its results table."""
+    parser = build_parser(spec, description)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    common.configure_logging(args.log_level)
+    limits = {
+        name: getattr(args, name) for name in LIMIT_OPTIONS if getattr(args, name) is not None
+    }
+    try:
+        config = create_config(base, args.quick, args.seeds, quick_overrides, **limits)
+        run_folder = common.prepare_run_folder(args.out, args.resume, spec.experiment)
+        common.save_config(run_folder, config, args.resume)
+    except (ValueError, common.RunFolderError) as error:
+        parser.error(str(error))
+    if args.out is None:
+        argv = [*argv, "--out", str(run_folder)]
+    try:
+        results = run(spec, config, run_folder, args.resume)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: {resume_command(spec, argv)}", file=sys.stderr)
+        return 130
+
+    print()
+    print(common.format_table(results["controllers"]))
+    timings = results["timings"]
+    print(
+        f"\ntimings (s): compile {timings['compile']:.1f}, train {timings['train']:.1f}, "
+        f"eval {timings['eval']:.1f}, total {timings['total']:.1f}"
+    )
+    print(f"run folder: {run_folder}")
+    return 0

@@ -1,0 +1,45 @@
+"""Land the Falcon-9-like booster as a 6-DOF rigid body on a pad by analytic policy
+gradients.
+
+The landing burn starts at ignition 1.5-3 km up, descending at 200-300 m/s (feasible
+states only, as in the vertical experiment), up to 50 m from the pad in any direction,
+moving sideways at up to 5 m/s, tilted up to 5 degrees and turning at up to 0.05 rad/s
+about a random axis. A steady wind of up to 8 m/s blows from a random direction with
+2 m/s RMS gusts; drag acts along and across the body. The engine gimbals 5 degrees in
+two axes; roll is not controlled. A landing succeeds within 10 m of the pad centre at
+no more than 2 m/s down, 1 m/s sideways, 5 degrees of tilt and 0.1 rad/s, without
+tipping over and with propellant left.
+
+Run ``python -m experiments.rigid_body_landing [--quick] [--seeds N] [--out DIR]
+[--resume]``; ``--pad-radius`` and the other limit options change the success criteria.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from diffland.dynamics import RigidBody, falcon9_like_rigid_body
+from diffland.scenarios import RIGID_BODY_SCENARIO
+from experiments.booster_landing import BoosterLandingConfig, BoosterSpec, main
+from experiments.vertical_landing import ControllerSetting
+
+SPEC = BoosterSpec(
+    experiment="rigid_body_landing",
+    vehicle=RigidBody(drag=True),
+    params=lambda: falcon9_like_rigid_body(drag=True),
+    scenario=RIGID_BODY_SCENARIO,
+)
+
+CONFIG = BoosterLandingConfig()
+"""Settings of the full run."""
+
+QUICK = dict(
+    train_pool=2048,
+    pid=ControllerSetting(steps=15, learning_rate=1e-2),
+    neuro_pid=ControllerSetting(steps=15, learning_rate=1e-3),
+    mlp=ControllerSetting(steps=15, learning_rate=3e-3),
+)
+"""Changes for ``--quick``."""
+
+if __name__ == "__main__":
+    sys.exit(main(SPEC, CONFIG, QUICK, __doc__.split("\n\n")[0]))

@@ -1,0 +1,100 @@
+"""The planar and 6-DOF booster experiments: tiny end-to-end runs and their options."""
+
+import dataclasses
+import json
+
+import pytest
+
+from experiments import booster_landing, common, planar_landing, rigid_body_landing
+from experiments.vertical_landing import ControllerSetting
+
+CONTROLLERS = ("pid_hand", "pid_tuned", "neuro_pid", "mlp")
+HELD_OUT = 8
+
+
+def tiny_config():
+    setting = ControllerSetting(steps=2, learning_rate=1e-3, batch_size=4)
+    return booster_landing.BoosterLandingConfig(
+        quick=True,
+        control_dt=0.25,
+        substeps=1,
+        horizon_seconds=20.0,
+        train_pool=16,
+        validation_states=4,
+        held_out_states=HELD_OUT,
+        sampling_chunk=256,
+        pid=setting,
+        neuro_pid=setting,
+        mlp=setting,
+    )
+
+
+@pytest.mark.slow
+def test_booster_experiment_smoke_results_file(tmp_path):
+    """The planar run covers the driver; the 6-DOF one differs only in its spec, whose
+    vehicle and controllers are tested on their own."""
+    module = planar_landing
+    config = tiny_config()
+    folder = common.prepare_run_folder(tmp_path / "run", False, module.SPEC.experiment)
+    common.save_config(folder, config, resume=False)
+
+    booster_landing.run(module.SPEC, config, folder, resume=False)
+
+    results = json.loads((folder / "results.json").read_text())
+    assert results["experiment"] == module.SPEC.experiment
+    assert results["config"] == json.loads(json.dumps(dataclasses.asdict(config)))
+    assert set(results["controllers"]) == set(CONTROLLERS)
+    for name, entry in results["controllers"].items():
+        assert entry["n_eval"] == HELD_OUT, name
+        assert 0.0 <= entry["success_rate"] <= 1.0, name
+        assert entry["propellant_ratio_to_optimal"] is None, name
+    assert set(results["controllers"]["pid_tuned"]["per_seed"][0]["gains"]) >= {"kp", "rate_gain"}
+    assert (folder / "plots" / "landings_seed0.png").stat().st_size > 0
+
+
+def test_limit_options_reach_the_cost():
+    config = booster_landing.create_config(
+        planar_landing.CONFIG, False, 1, {}, pad_radius=5.0, tilt_limit_deg=3.0
+    )
+
+    cost = config.cost()
+
+    assert cost.pad_radius == 5.0
+    assert cost.tilt_limit_deg == 3.0
+    assert cost.speed_limit == 2.0
+
+
+def test_quick_option_applies_the_quick_settings():
+    config = booster_landing.create_config(
+        rigid_body_landing.CONFIG, True, 1, rigid_body_landing.QUICK
+    )
+
+    assert config.quick
+    assert config.train_pool == rigid_body_landing.QUICK["train_pool"]
+    assert config.mlp == rigid_body_landing.QUICK["mlp"]
+
+
+def test_negative_limit_is_rejected_with_its_value(capsys, tmp_path):
+    with pytest.raises(SystemExit) as raised:
+        booster_landing.main(
+            planar_landing.SPEC,
+            planar_landing.CONFIG,
+            planar_landing.QUICK,
+            "test",
+            ["--pad-radius", "-3", "--out", str(tmp_path / "run")],
+        )
+
+    assert raised.value.code == 2
+    message = capsys.readouterr().err
+    assert "pad_radius" in message and "-3" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_command_keeps_the_options():
+    command = booster_landing.resume_command(
+        planar_landing.SPEC, ["--quick", "--pad-radius", "5", "--out", "runs/a"]
+    )
+
+    assert command == (
+        "python -m experiments.planar_landing --resume --quick --pad-radius 5 --out runs/a"
+    )
