@@ -259,6 +259,6 @@ degrees of tilt, 0.02 rad/s, a steady wind up to 5 m/s and 2 m/s RMS gusts."""
 RIGID_BODY_SCENARIO = BoosterLandingScenario(
     tilt_range_deg=(0.0, 5.0), angular_rate_range=(0.0, 0.05), steady_wind=8.0, gust_rms=2.0
 )
-"""Default scenario of the 6-DOF booster: up to 50 m from the pad, 5 m/s sideways, 5
-degrees of tilt, 0.05 rad/s about a random axis, a steady wind up to 8 m/s in a random
-direction and 2 m/s RMS gusts."""
+"""Default scenario of the 6-DOF booster. It starts up to 50 m from the pad, 5 m/s
+sideways, with 5 degrees of tilt and 0.05 rad/s about a random axis. A steady wind of up
+to 8 m/s blows from a random direction, with 2 m/s RMS gusts."""

@@ -38,7 +38,7 @@ HELD_OUT_SEED = 20_261_205
 
 @dataclasses.dataclass(frozen=True)
 class BoosterSpec:
-    """What distinguishes one booster experiment from another."""
+    """The vehicle, parameters and scenario of one booster experiment."""
 
     experiment: str
     """Module name under ``experiments``, also the results file's ``experiment``."""

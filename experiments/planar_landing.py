@@ -2,8 +2,9 @@
 gradients.
 
 The landing burn starts at ignition 1.5-3 km up, descending at 200-300 m/s (feasible
-states only, as in the vertical experiment), up to 50 m beside the pad, moving sideways
-at up to 5 m/s, tilted up to 3 degrees and pitching at up to 0.02 rad/s. A steady wind
+states only, as in the vertical experiment). The booster starts up to 50 m beside the
+pad, moving sideways at up to 5 m/s, tilted up to 3 degrees and pitching at up to
+0.02 rad/s. A steady wind
 of up to 5 m/s blows with 2 m/s RMS gusts; drag acts along and across the body. A landing
 succeeds within 10 m of the pad centre at no more than 2 m/s down, 1 m/s sideways, 5
 degrees of tilt and 0.1 rad/s, without tipping over and with propellant left.

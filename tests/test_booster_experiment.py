@@ -86,7 +86,8 @@ def test_negative_limit_is_rejected_with_its_value(capsys, tmp_path):
 
     assert raised.value.code == 2
     message = capsys.readouterr().err
-    assert "pad_radius" in message and "-3" in message
+    assert "pad_radius" in message
+    assert "-3" in message
     assert not (tmp_path / "run").exists()
 
 

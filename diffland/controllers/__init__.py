@@ -4,12 +4,22 @@ Every controller also has ``initial_carry(dtype)``, the memory it starts a rollo
 """
 
 from diffland.controllers.bounds import bounded_action
+from diffland.controllers.cascaded import (
+    CASCADED_GAINS,
+    CascadedGains,
+    CascadedPID,
+    NeuroCascadedPID,
+)
 from diffland.controllers.mlp import MLP, MLPPolicy
 from diffland.controllers.neuro_pid import NeuroPID
 from diffland.controllers.pid import HAND_TUNED_GAINS, PIDCarry, PIDGains, VerticalPID
 
 __all__ = [
+    "CASCADED_GAINS",
     "HAND_TUNED_GAINS",
+    "CascadedGains",
+    "CascadedPID",
+    "NeuroCascadedPID",
     "MLP",
     "MLPPolicy",
     "NeuroPID",

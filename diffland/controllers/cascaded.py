@@ -97,7 +97,7 @@ _SOFTPLUS_GAINS = (
 
 @dataclasses.dataclass(frozen=True)
 class _Kinematics:
-    """What the cascade needs from a vehicle state, in the world frame."""
+    """Quantities of a vehicle state that the cascade uses, in the world frame."""
 
     horizontal_position: jax.Array
     horizontal_velocity: jax.Array
@@ -134,14 +134,11 @@ class CascadedPID(nn.Module):
     """Time between calls, s."""
     gains: CascadedGains = CASCADED_GAINS
     max_tilt_deg: float = 20.0
-    """Largest tilt the outer loop asks for, degrees."""
+    """Largest tilt the outer loop commands, degrees."""
     min_time_to_go: float = 4.0
     """Floor of the time-to-go estimate, s."""
     vertical_priority: bool = True
     """Shrink the horizontal command when full thrust cannot also meet the vertical one."""
-    settle_time: float = 0.0
-    """The horizontal loop aims to finish this long before touchdown, s, so the vehicle
-    can straighten up over the pad."""
     integral_limit: float = 100.0
     """Clip of the vertical integral, m."""
 
@@ -179,8 +176,7 @@ class CascadedPID(nn.Module):
 
     def _horizontal(self, gains, k: _Kinematics):
         closing = jnp.abs(k.vertical_velocity) + gains["touchdown_speed"]
-        t_go = 2.0 * jnp.maximum(k.height, 0.0) / closing - self.settle_time
-        t_go = jnp.maximum(t_go, self.min_time_to_go)
+        t_go = jnp.maximum(2.0 * jnp.maximum(k.height, 0.0) / closing, self.min_time_to_go)
         return (
             -gains["position_gain"] * k.horizontal_position / t_go**2
             - gains["velocity_gain"] * k.horizontal_velocity / t_go

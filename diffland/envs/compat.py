@@ -1,8 +1,9 @@
 """Compatibility of brax's training code with the installed JAX.
 
 brax 0.14.2 (the newest release) replicates its training state with
-``jax.device_put_replicated``, which JAX 0.10 removed, so ``brax.training.agents.ppo``
-and ``apg`` fail with an ``AttributeError`` (reported upstream as google/brax issue 671).
+``jax.device_put_replicated``, which JAX 0.10 removed. ``brax.training.agents.ppo`` and
+``apg`` therefore fail with an ``AttributeError`` on JAX 0.10 (an open brax bug report,
+https://github.com/google/brax/issues/671).
 :func:`install` adds a replacement built on ``jax.device_put`` with a sharding over the
 devices, and only where JAX lacks the function.
 """
