@@ -197,30 +197,32 @@ def sample_booster_states(
     """
     from diffland.dynamics import aero
 
-    k_vertical, k_offset, k_speed, k_tilt, k_rate, k_wind = jax.random.split(key, 6)
+    # Every draw gets its own key from one split; fold_in(k, 1) would repeat split(k)[1].
+    keys = jax.random.split(key, 10)
     lander, vertical_params = vertical_equivalent(params, getattr(vehicle, "drag", False))
     vertical, _ = sample_landing_burn_states(
-        k_vertical, count, lander, vertical_params, scenario.vertical, chunk=chunk
+        keys[0], count, lander, vertical_params, scenario.vertical, chunk=chunk
     )
     dtype = vertical.altitude.dtype
     axes = 1 if vehicle.action_size == 2 else 2
-    offset = _random_directions(k_offset, count, axes, dtype) * jax.random.uniform(
-        jax.random.fold_in(k_offset, 1), (count, 1), dtype, *scenario.offset_range
+    offset = _random_directions(keys[1], count, axes, dtype) * jax.random.uniform(
+        keys[2], (count, 1), dtype, *scenario.offset_range
     )
-    lateral = _random_directions(k_speed, count, axes, dtype) * jax.random.uniform(
-        jax.random.fold_in(k_speed, 1), (count, 1), dtype, *scenario.lateral_speed_range
+    lateral = _random_directions(keys[3], count, axes, dtype) * jax.random.uniform(
+        keys[4], (count, 1), dtype, *scenario.lateral_speed_range
     )
-    tilt = jnp.deg2rad(jax.random.uniform(k_tilt, (count,), dtype, *scenario.tilt_range_deg))
-    tilt_direction = _random_directions(jax.random.fold_in(k_tilt, 1), count, axes, dtype)
-    rate = jax.random.uniform(k_rate, (count,), dtype, *scenario.angular_rate_range)
+    tilt = jnp.deg2rad(jax.random.uniform(keys[5], (count,), dtype, *scenario.tilt_range_deg))
+    tilt_direction = _random_directions(keys[6], count, axes, dtype)
+    rate = jax.random.uniform(keys[7], (count,), dtype, *scenario.angular_rate_range)
     wind = jax.vmap(
         lambda k: aero.sample_wind(k, axes, scenario.steady_wind, scenario.gust_rms, dtype=dtype)
-    )(jax.random.split(k_wind, count))
-    z = vertical.altitude + params.com_height
+    )(jax.random.split(keys[8], count))
+    # The filtered altitude is the height of the lowest foot of the tilted legs.
+    z = vertical.altitude + params.com_height * jnp.cos(tilt) + params.leg_radius * jnp.sin(tilt)
     if axes == 1:
         from diffland.dynamics.planar import PlanarState
 
-        rate_sign = _signed_uniform(jax.random.fold_in(k_rate, 1), (count,), (1.0, 1.0), dtype)
+        rate_sign = _signed_uniform(keys[9], (count,), (1.0, 1.0), dtype)
         return PlanarState(
             x=offset[:, 0],
             z=z,
@@ -239,7 +241,7 @@ def sample_booster_states(
     # Tilt about the horizontal axis perpendicular to the tilt direction.
     axis = jnp.stack([-tilt_direction[:, 1], tilt_direction[:, 0], zeros], axis=-1)
     quaternion = jax.vmap(rotation.from_axis_angle)(axis, tilt)
-    rate_direction = jax.random.normal(jax.random.fold_in(k_rate, 2), (count, 3), dtype)
+    rate_direction = jax.random.normal(keys[9], (count, 3), dtype)
     rate_direction = rate_direction / jnp.linalg.norm(rate_direction, axis=-1, keepdims=True)
     return RigidBodyState(
         position=jnp.concatenate([offset, z[:, None]], axis=-1),

@@ -91,7 +91,7 @@ DESCENT_THROTTLES = np.where(np.arange(240) < 40, 0.9, 0.4)[:, None]
 
 @pytest.mark.parametrize(
     ("drag", "com_height", "leg_radius"),
-    [(False, 15.0, 9.0), (True, 0.0, 0.0), (True, 15.0, 9.0)],
+    [(False, 15.0, 9.0), (True, 0.0, 9.0), (True, 15.0, 9.0)],
     ids=["no-drag", "drag-feet-at-com", "drag-shifted-density"],
 )
 def test_planar_upright_reproduces_vertical(x64, drag, com_height, leg_radius):

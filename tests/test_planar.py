@@ -30,6 +30,7 @@ from diffland.dynamics import (
     rollout,
 )
 from diffland.dynamics.presets import FALCON9_LIKE_GEOMETRY
+from diffland.scenarios import PLANAR_SCENARIO, sample_booster_states
 from diffland.training import LandingTask
 
 VEHICLE = PlanarBooster()
@@ -591,3 +592,25 @@ def test_jitted_rollout_traces_once(x64):
         touchdown_times.append(float(final.touchdown_time))
 
     assert len(set(touchdown_times)) == 3
+
+
+def test_zero_leg_radius_is_rejected():
+    with pytest.raises(ValueError, match="leg_radius"):
+        falcon9_like_planar(leg_radius=0.0)
+
+
+def test_sampled_offsets_have_independent_sign_and_size():
+    """Side of the pad and distance from it are drawn independently, and the feet of a
+    tilted start are at the filtered height (1.5-3 km)."""
+    params = falcon9_like_planar()
+    vehicle = PlanarBooster()
+    states = sample_booster_states(
+        jax.random.PRNGKey(3), 1000, vehicle, params, PLANAR_SCENARIO, chunk=2048
+    )
+
+    for values in (np.asarray(states.x), np.asarray(states.vx)):
+        correlation = np.corrcoef(np.sign(values), np.abs(values))[0, 1]
+        assert abs(correlation) < 0.1
+    feet = np.asarray(jax.vmap(lambda s: vehicle.height(s, params))(states))
+    assert feet.min() >= 1500.0 - 1e-2
+    assert feet.max() <= 3000.0 + 1e-2

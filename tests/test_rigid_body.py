@@ -695,3 +695,12 @@ def test_preset_rigid_body():
     default = falcon9_like_rigid_body()
     np.testing.assert_allclose(default.radius_of_gyration, [11.0, 11.0, 1.5])
     assert float(default.reference_area) == 0.0
+
+
+def test_rcs_without_torque_limit_is_rejected():
+    vehicle = RigidBody(rcs=True)
+    params = falcon9_like_rigid_body(rcs_torque_limit=0.0)
+    state = make_rigid_body_state(position=[0.0, 0.0, 500.0], velocity=[0, 0, -50.0], mass=3e4)
+
+    with pytest.raises(ValueError, match="rcs_torque_limit"):
+        vehicle.validate(state, params)

@@ -307,11 +307,11 @@ _POSITIVE = (
     "gimbal_time_constant",
     "gimbal_rate_limit",
     "scale_height",
+    "leg_radius",
 )
 _NON_NEGATIVE = (
     "engine_offset",
     "com_height",
-    "leg_radius",
     "axial_drag_coefficient",
     "normal_drag_coefficient",
     "reference_area",

@@ -412,6 +412,14 @@ class RigidBody(Vehicle):
 
     def validate(self, state, params):
         validate_rigid_body_params(params)
+        if self.rcs and is_concrete(params):
+            limit = jnp.asarray(params.rcs_torque_limit)
+            if bool(jnp.any(limit <= 0)):
+                raise ValueError(
+                    f"params.rcs_torque_limit = {_show(limit)} N m, but RigidBody(rcs=True) "
+                    "needs a positive limit (its torque bounds would be empty). Pass "
+                    "rcs_torque_limit > 0 or use RigidBody(rcs=False)."
+                )
         validate_rigid_body_state(state, params, self)
 
 

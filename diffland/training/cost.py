@@ -188,9 +188,9 @@ _ATTITUDE_RATIOS = ("lateral_speed", "tilt", "angular_rate", "pad_distance")
 
 
 def within_limits(cost: LandingCost, measures: TouchdownMeasures) -> jax.Array:
-    """Return True where every touchdown measure is within its limit."""
+    """Return True where every touchdown measure is within its limit (any batch shape)."""
     ratios = cost.limit_ratios(measures)
-    return jnp.all(jnp.stack([ratio <= 1.0 for ratio in ratios.values()]))
+    return jnp.all(jnp.stack([ratio <= 1.0 for ratio in ratios.values()]), axis=0)
 
 
 def touchdown_terms(cost: LandingCost, measures: TouchdownMeasures) -> dict[str, jax.Array]:
