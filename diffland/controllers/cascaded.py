@@ -275,12 +275,22 @@ class NeuroCascadedPID(nn.Module):
     hidden: tuple[int, ...] = (64, 64)
     correction_scale: float = 0.3
     """Fraction of each action's half range per unit of network output."""
+    max_tilt_deg: float = 20.0
+    """Passed to the :class:`CascadedPID`."""
+    min_time_to_go: float = 4.0
+    """Passed to the :class:`CascadedPID`."""
     dtype: Any = None
     """Computation dtype of the network only."""
     param_dtype: Any = jnp.float32
 
     def setup(self):
-        self.pid = CascadedPID(self.vehicle, self.control_dt, self.gains)
+        self.pid = CascadedPID(
+            self.vehicle,
+            self.control_dt,
+            self.gains,
+            max_tilt_deg=self.max_tilt_deg,
+            min_time_to_go=self.min_time_to_go,
+        )
         self.correction = MLP(
             self.hidden,
             self.vehicle.action_size,

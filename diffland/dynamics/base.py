@@ -61,7 +61,7 @@ class Vehicle(abc.ABC):
         """Return the speed that the touchdown speed limit bounds, m/s.
 
         For a vehicle that moves only vertically this is the magnitude of the velocity;
-        vehicles with lateral motion return the downward vertical speed.
+        vehicles with lateral motion return the magnitude of the vertical velocity.
         """
 
     def touchdown_measures(self, state: State, params: Params) -> TouchdownMeasures:
@@ -114,7 +114,7 @@ class TouchdownMeasures:
     """
 
     vertical_speed: jax.Array
-    """Downward speed, m/s."""
+    """Magnitude of the vertical velocity, m/s."""
     lateral_speed: jax.Array
     """Magnitude of the horizontal velocity, m/s."""
     tilt: jax.Array
