@@ -20,10 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 
 from diffland.controllers import MLPPolicy
 from diffland.controllers.cascaded import CascadedPID, NeuroCascadedPID
-from diffland.dynamics import SimConfig, Vehicle
+from diffland.dynamics import SimConfig, TouchdownMeasures, Vehicle
 from diffland.scenarios import BoosterLandingScenario, sample_booster_states
 from diffland.training import LandingCost, LandingTask, init_controller
 from diffland.training.callbacks import MetricsHistory
@@ -119,6 +120,27 @@ def create_config(
     return config
 
 
+def limit_exceeded_rates(cost: LandingCost, outcome: Any) -> dict[str, float]:
+    """Return, per touchdown limit, the fraction of landers that touched down beyond it.
+
+    The fractions are over all landers, so a lander that fails two limits counts in
+    both, and one that never touched down counts in none.
+    """
+    measures = TouchdownMeasures(
+        vertical_speed=outcome.touchdown_speed,
+        lateral_speed=outcome.lateral_speed,
+        tilt=outcome.tilt,
+        angular_rate=outcome.angular_rate,
+        pad_distance=outcome.pad_distance,
+        tip_over=outcome.tip_over,
+    )
+    touched = np.asarray(outcome.touched_down)
+    return {
+        name: float(np.mean(touched & (np.asarray(ratio) > 1.0)))
+        for name, ratio in cost.limit_ratios(measures).items()
+    }
+
+
 def _sample(spec: BoosterSpec, params, key, count: int, chunk: int):
     return sample_booster_states(key, count, spec.vehicle, params, spec.scenario, chunk=chunk)
 
@@ -147,6 +169,7 @@ def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
         timings["eval"] += time.perf_counter() - start
         results[name] = summarize_outcomes(outcome)
         results[name].update(train_seconds=train_seconds, compile_seconds=compile_seconds)
+        results[name]["limit_exceeded_rate"] = limit_exceeded_rates(task.cost, outcome)
         logger.info("%s (seed %d): success %.2f%%", name, seed, 100 * results[name]["success_rate"])
 
     hand = CascadedPID(task.vehicle, config.control_dt)

@@ -49,6 +49,16 @@ def test_booster_experiment_smoke_results_file(tmp_path):
         assert 0.0 <= entry["success_rate"] <= 1.0, name
         assert entry["propellant_ratio_to_optimal"] is None, name
     assert set(results["controllers"]["pid_tuned"]["per_seed"][0]["gains"]) >= {"kp", "rate_gain"}
+    exceeded = results["controllers"]["pid_hand"]["per_seed"][0]["limit_exceeded_rate"]
+    assert set(exceeded) == {
+        "vertical_speed",
+        "lateral_speed",
+        "tilt",
+        "angular_rate",
+        "pad_distance",
+        "tip_over",
+    }
+    assert all(0.0 <= rate <= 1.0 for rate in exceeded.values())
     assert (folder / "plots" / "landings_seed0.png").stat().st_size > 0
 
 
