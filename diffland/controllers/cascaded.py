@@ -27,8 +27,8 @@ acts about the two body axes that the gimbal can turn; roll is left free.
 
 NOTE: from an exactly symmetric start (zero horizontal offset, velocity and tilt) the
 gradient of a rollout through this controller grows about 25-fold per control step and
-overflows to NaN after about 25 steps; a start 1 mm off the axis gives ordinary
-gradients. The cause is not yet found; randomised start states never hit it.
+overflows to NaN after about 25 steps. A start 1 mm off the axis gives ordinary
+gradients. The cause is not known, and randomised start states do not hit it.
 
 Every gain is stored unconstrained and used through ``softplus`` (``beta`` through
 ``sigmoid``), as in :class:`~diffland.controllers.pid.VerticalPID`. The action is mapped
@@ -48,6 +48,7 @@ import jax.numpy as jnp
 from diffland.controllers.bounds import bounded_action
 from diffland.controllers.mlp import MLP
 from diffland.controllers.pid import PIDCarry, _inverse_softplus, _logit, initial_pid_carry
+from diffland.dynamics import rotation
 from diffland.dynamics.base import Vehicle, safe_norm
 
 
@@ -116,8 +117,6 @@ class _Kinematics:
 def _kinematics(vehicle: Vehicle, state: Any, params: Any) -> _Kinematics:
     height = vehicle.height(state, params)
     if hasattr(state, "quaternion"):
-        from diffland.dynamics import rotation
-
         axis = rotation.rotate(state.quaternion, jnp.array([0.0, 0.0, 1.0], state.mass.dtype))
         return _Kinematics(
             state.position[:2], state.velocity[:2], height, state.velocity[2], axis, state.mass
@@ -232,8 +231,6 @@ class CascadedPID(nn.Module):
         thrust = jnp.clip(throttle, params.throttle_min, params.throttle_max) * params.max_thrust
         authority = params.engine_offset * thrust
         if hasattr(state, "quaternion"):
-            from diffland.dynamics import rotation
-
             error_world = jnp.cross(k.axis, target)
             error = rotation.inverse_rotate(state.quaternion, error_world)[:2]
             rates = state.angular_velocity[:2]

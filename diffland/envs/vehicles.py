@@ -116,7 +116,51 @@ class VerticalLandingEnv(LandingEnv):
         )
 
 
-class PlanarLandingEnv(LandingEnv):
+class _BoosterLandingEnv(LandingEnv):
+    """A booster from its preset with drag, from the start states of a default scenario.
+
+    Subclasses set the vehicle class, the preset and the default scenario.
+    """
+
+    vehicle_class: type
+    preset: Any
+    default_scenario: BoosterLandingScenario
+
+    def __init__(
+        self,
+        *,
+        params=None,
+        drag: bool = True,
+        scenario: BoosterLandingScenario | None = None,
+        start_states=None,
+        control_dt: float = 0.1,
+        substeps: int = 2,
+        episode_length: int = 300,
+        integrator: Integrator | None = None,
+        dtype=jnp.float32,
+        **options,
+    ):
+        vehicle = self.vehicle_class(drag=drag)
+        if params is None:
+            params = self.preset(drag=drag, dtype=dtype)
+        if start_states is None:
+            start_states = functools.partial(
+                _sample_booster,
+                vehicle=vehicle,
+                params=params,
+                scenario=scenario if scenario is not None else self.default_scenario,
+            )
+        super().__init__(
+            vehicle,
+            params,
+            start_states,
+            config=_sim_config(control_dt, substeps, episode_length, integrator),
+            dtype=dtype,
+            **options,
+        )
+
+
+class PlanarLandingEnv(_BoosterLandingEnv):
     """The Falcon-9-like booster of :func:`~diffland.dynamics.presets.falcon9_like_planar`
     with drag, in the x-z plane, from the start states of ``PLANAR_SCENARIO`` (offset,
     sideways speed, tilt and wind).
@@ -125,40 +169,12 @@ class PlanarLandingEnv(LandingEnv):
     ``(throttle, gimbal)``, each from -1 (minimum throttle, full negative gimbal) to +1.
     """
 
-    def __init__(
-        self,
-        *,
-        params=None,
-        drag: bool = True,
-        scenario: BoosterLandingScenario | None = None,
-        start_states=None,
-        control_dt: float = 0.1,
-        substeps: int = 2,
-        episode_length: int = 300,
-        integrator: Integrator | None = None,
-        dtype=jnp.float32,
-        **options,
-    ):
-        vehicle = PlanarBooster(drag=drag)
-        params = falcon9_like_planar(drag=drag, dtype=dtype) if params is None else params
-        if start_states is None:
-            start_states = functools.partial(
-                _sample_booster,
-                vehicle=vehicle,
-                params=params,
-                scenario=scenario if scenario is not None else PLANAR_SCENARIO,
-            )
-        super().__init__(
-            vehicle,
-            params,
-            start_states,
-            config=_sim_config(control_dt, substeps, episode_length, integrator),
-            dtype=dtype,
-            **options,
-        )
+    vehicle_class = PlanarBooster
+    preset = staticmethod(falcon9_like_planar)
+    default_scenario = PLANAR_SCENARIO
 
 
-class RigidBodyLandingEnv(LandingEnv):
+class RigidBodyLandingEnv(_BoosterLandingEnv):
     """The Falcon-9-like booster of
     :func:`~diffland.dynamics.presets.falcon9_like_rigid_body` with drag, in six degrees
     of freedom, from the start states of ``RIGID_BODY_SCENARIO``.
@@ -167,34 +183,6 @@ class RigidBodyLandingEnv(LandingEnv):
     ``(throttle, gimbal x, gimbal y)``, each from -1 to +1 (no reaction control).
     """
 
-    def __init__(
-        self,
-        *,
-        params=None,
-        drag: bool = True,
-        scenario: BoosterLandingScenario | None = None,
-        start_states=None,
-        control_dt: float = 0.1,
-        substeps: int = 2,
-        episode_length: int = 300,
-        integrator: Integrator | None = None,
-        dtype=jnp.float32,
-        **options,
-    ):
-        vehicle = RigidBody(drag=drag)
-        params = falcon9_like_rigid_body(drag=drag, dtype=dtype) if params is None else params
-        if start_states is None:
-            start_states = functools.partial(
-                _sample_booster,
-                vehicle=vehicle,
-                params=params,
-                scenario=scenario if scenario is not None else RIGID_BODY_SCENARIO,
-            )
-        super().__init__(
-            vehicle,
-            params,
-            start_states,
-            config=_sim_config(control_dt, substeps, episode_length, integrator),
-            dtype=dtype,
-            **options,
-        )
+    vehicle_class = RigidBody
+    preset = staticmethod(falcon9_like_rigid_body)
+    default_scenario = RIGID_BODY_SCENARIO
