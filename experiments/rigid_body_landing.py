@@ -2,13 +2,13 @@
 gradients.
 
 The landing burn starts at ignition 1.5-3 km up, descending at 200-300 m/s (feasible
-states only, as in the vertical experiment), up to 50 m from the pad in any direction,
-moving sideways at up to 5 m/s, tilted up to 5 degrees and turning at up to 0.05 rad/s
-about a random axis. A steady wind of up to 8 m/s blows from a random direction with
-2 m/s RMS gusts; drag acts along and across the body. The engine gimbals 5 degrees in
-two axes; roll is not controlled. A landing succeeds within 10 m of the pad centre at
-no more than 2 m/s down, 1 m/s sideways, 5 degrees of tilt and 0.1 rad/s, without
-tipping over and with propellant left.
+states only, as in the vertical experiment). The booster starts up to 50 m from the pad
+in any direction, moving sideways at up to 5 m/s, tilted up to 5 degrees and turning at
+up to 0.05 rad/s about a random axis. A steady wind of up to 8 m/s blows from a random
+direction with 2 m/s RMS gusts, and drag acts along and across the body. The engine
+gimbals 5 degrees in two axes, and roll is not controlled. A landing succeeds within
+10 m of the pad centre at no more than 2 m/s down, 1 m/s sideways, 5 degrees of tilt
+and 0.1 rad/s, without tipping over and with propellant left.
 
 Run ``python -m experiments.rigid_body_landing [--quick] [--seeds N] [--out DIR]
 [--resume]``; ``--pad-radius`` and the other limit options change the success criteria.

@@ -243,9 +243,9 @@ def test_action_maps_onto_bounds(vertical_env):
 
 
 def test_episode_wrapper_ends_at_episode_length(vertical_env):
-    # From the pool's starts (at least 1500 m up, at most 300 m/s down, 3 t of propellant
-    # or more) full throttle needs over 5.8 s to reach the ground and 9.8 s to burn 3 t,
-    # so the lander is still flying after 25 steps of 0.1 s.
+    # The pool's starts are at least 1500 m up, at most 300 m/s down, with 3 t of
+    # propellant or more. Full throttle then needs over 5.8 s to reach the ground and
+    # 9.8 s to burn 3 t, so the lander is still flying after 25 steps of 0.1 s.
     length = 25
     env = EpisodeWrapper(vertical_env, episode_length=length, action_repeat=1)
     state = env.reset(jax.random.PRNGKey(5))

@@ -9,9 +9,9 @@ hypothesis: the vehicle descends through the gusts faster than they change)::
     w(z) = w_steady + sum_k a_k * sin(kappa_k * z + phi_k)
 
 The amplitudes, wavenumbers and phases are drawn at random per lander by
-:func:`sample_wind`, so the gusts are a randomisable process; a given draw is a smooth,
-deterministic function of height, which keeps rollouts differentiable and lets an
-independent ODE solver reproduce them. The wind travels with the vehicle state (its time
+:func:`sample_wind`, so the gusts are a randomisable process. A given draw is a smooth,
+deterministic function of height, so rollouts stay differentiable and an independent ODE
+solver can reproduce them. The wind travels with the vehicle state (its time
 derivative is zero), so every lander of a batch meets its own wind.
 
 Drag. The air-relative velocity ``u = v - w`` splits into the component along the body

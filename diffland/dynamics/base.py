@@ -107,7 +107,7 @@ class Vehicle(abc.ABC):
 
 @struct.dataclass
 class TouchdownMeasures:
-    """What the landing limits bound at touchdown; each field is non-negative.
+    """Quantities bounded by the landing limits at touchdown; each field is non-negative.
 
     A landing succeeds when every measure is within its limit (see
     :class:`~diffland.training.cost.LandingCost`).
@@ -124,8 +124,8 @@ class TouchdownMeasures:
     pad_distance: jax.Array
     """Horizontal distance of the centre of mass from the pad centre, m."""
     tip_over: jax.Array
-    """Kinetic energy available to tip the vehicle over its downhill foot divided by the
-    potential-energy barrier of that tip; at 1 or more the vehicle falls over."""
+    """Ratio of the kinetic energy available to tip the vehicle over its downhill foot to
+    the potential-energy barrier of that tip. At 1 or more the vehicle falls over."""
 
 
 def safe_norm(x: jax.Array, axis: int = -1) -> jax.Array:

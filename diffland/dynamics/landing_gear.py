@@ -7,7 +7,7 @@ tilted by ``theta`` from the vertical, the lowest point of that circle is at::
     h_feet = z - L * cos(theta) - r * sin(theta)
 
 which is the height whose zero crossing is the touchdown. In code ``sin(theta)`` comes
-from the horizontal part of the body axis through a norm; its gradient at an exactly
+from the horizontal part of the body axis through a norm. Its gradient at an exactly
 upright attitude is taken as zero (a subgradient), so the footprint height has a kink
 there, like ``|theta|``.
 

@@ -1,7 +1,7 @@
 """The planar booster: three degrees of freedom (horizontal, vertical, pitch) and mass.
 
 Frame and signs (z up, x horizontal). The pitch ``theta`` is the angle of the body axis
-(tail to nose) from the vertical, positive when the nose leans towards +x; the body axis
+(tail to nose) from the vertical, positive when the nose leans towards +x. The body axis
 is ``b = (sin theta, cos theta)``. This is a rotation about +y, so the 6-DOF model with
 motion in the x-z plane has the same pitch. A positive gimbal angle ``delta`` turns the
 thrust to ``(sin(theta - delta), cos(theta - delta))``, which pushes the tail towards -x
@@ -265,11 +265,12 @@ class PlanarBooster(Vehicle):
     def observation(self, state, params):
         """Return twelve scaled features.
 
-        Horizontal position in hm, height of the feet in km, horizontal velocity in
-        10 m/s, vertical velocity in hm/s, sine and cosine of the pitch minus (0, 1), pitch
-        rate in rad/s, gimbal angle over its limit, propellant in 10 t, the hover throttle
-        ``m g / T_max``, the deceleration needed to stop at the ground ``vz^2 / (2 h)``
-        over the full-throttle deceleration (clipped to [0, 5]), and ``sqrt(h) / 30``.
+        Kinematics: horizontal position in hm, height of the feet in km, horizontal
+        velocity in 10 m/s, vertical velocity in hm/s, sine and cosine of the pitch minus
+        (0, 1), and pitch rate in rad/s. Vehicle: gimbal angle over its limit,
+        propellant in 10 t, and the hover throttle ``m g / T_max``. Braking: the
+        deceleration needed to stop at the ground ``vz^2 / (2 h)`` over the
+        full-throttle deceleration (clipped to [0, 5]), and ``sqrt(h) / 30``.
         """
         height = self.height(state, params)
         above = jnp.maximum(height, 0.0)

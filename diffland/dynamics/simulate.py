@@ -173,9 +173,9 @@ def control_step(
 ) -> SimState:
     """Hold ``action`` over ``config.substeps`` physics steps.
 
-    Several sub-steps run as an inner ``lax.scan``, so the compiled program holds one
-    physics step whatever their number (unrolling them made compile time grow faster
-    than linearly with the number of sub-steps).
+    Several sub-steps run as an inner ``lax.scan``, so the compiled program contains one
+    physics step whatever their number. Unrolled sub-steps made compile time grow faster
+    than linearly with their number.
     """
     if config.substeps == 1:
         return physics_step(vehicle, config.integrator, sim, action, params, config.physics_dt)

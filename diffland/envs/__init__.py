@@ -13,7 +13,8 @@ import contextlib
 import io
 
 # brax.envs imports mujoco, whose optional GPU backend prints "Failed to import warp" to
-# stdout when the warp package is missing; it is not used here, so that line is dropped.
+# stdout when the warp package is missing. That backend is not used here, so the line is
+# dropped.
 with contextlib.redirect_stdout(io.StringIO()):
     from brax import envs as brax_envs
 

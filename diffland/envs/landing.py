@@ -25,8 +25,9 @@ Reward. With the potential ``Phi`` of :class:`ShapingScales` the reward of a ste
 
 with the weights ``propellant`` and ``propellant_scale`` of the :class:`LandingCost`.
 ``Phi`` is set to zero at every state where the episode has ended, so the shaping of an
-episode that ends sums to ``-Phi(s_0)``, a constant of the start state: it makes the
-reward dense without changing which policy is optimal for the undiscounted return.
+episode that ends sums to ``-Phi(s_0)``, a constant of the start state. The shaping thus
+makes the reward dense without changing which policy is optimal for the undiscounted
+return.
 Brax's PPO discounts rewards (``discounting`` defaults to 0.9 in brax 0.14.2), and then
 the invariance is only approximate. An
 episode that EpisodeWrapper truncates keeps ``Phi(s_T) <= 0``, which penalises height and
