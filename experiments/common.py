@@ -97,7 +97,13 @@ def prepare_run_folder(out: pathlib.Path | None, resume: bool, experiment: str) 
             "it, or choose another --out."
         )
     for sub in ("checkpoints", "plots", "tensorboard"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunFolderError(
+                f"cannot create the run folder {out}: {error}. Choose an --out path whose "
+                "parent folders exist or can be created."
+            ) from error
     return out
 
 

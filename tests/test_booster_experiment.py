@@ -109,3 +109,34 @@ def test_resume_command_keeps_the_options():
     assert command == (
         "python -m experiments.planar_landing --resume --quick --pad-radius 5 --out runs/a"
     )
+
+
+def test_out_below_a_file_is_rejected(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+
+    with pytest.raises(SystemExit) as raised:
+        booster_landing.main(
+            planar_landing.SPEC,
+            planar_landing.CONFIG,
+            planar_landing.QUICK,
+            "test",
+            ["--out", str(blocker / "run")],
+        )
+
+    assert raised.value.code == 2
+    assert "cannot create the run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_zero_or_negative_pad_radius_says_positive(capsys, tmp_path, value):
+    with pytest.raises(SystemExit):
+        booster_landing.main(
+            planar_landing.SPEC,
+            planar_landing.CONFIG,
+            planar_landing.QUICK,
+            "test",
+            ["--pad-radius", value, "--out", str(tmp_path / "run")],
+        )
+
+    assert "> 0" in capsys.readouterr().err

@@ -77,13 +77,14 @@ class LandingCost:
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            positive = field.name in self.limit_names
+            valid = isinstance(value, int | float) and math.isfinite(value)
+            if not valid or value < 0 or (positive and value == 0):
+                bound = "> 0" if positive else ">= 0"
                 raise ValueError(
-                    f"LandingCost.{field.name} = {value!r} must be a finite number >= 0."
+                    f"LandingCost.{field.name} = {value!r} is invalid: pass a finite number "
+                    f"{bound}."
                 )
-        for name in self.limit_names:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"LandingCost.{name} = {getattr(self, name)!r} must be > 0.")
 
     limit_names = (
         "speed_limit",
