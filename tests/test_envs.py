@@ -346,6 +346,25 @@ def test_ended_state_is_absorbing(crash_run):
     np.testing.assert_array_equal(np.asarray(after.pipeline_state.vehicle.altitude), final_altitude)
 
 
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf])
+def test_non_finite_action_ends_episode(vertical_env, bad):
+    state = vertical_env.reset(jax.random.PRNGKey(3))
+
+    after = jax.jit(vertical_env.step)(state, jnp.array([bad], jnp.float32))
+    valid = jax.jit(vertical_env.step)(state, MIN_THROTTLE)
+
+    assert float(after.done) == 1.0
+    assert float(after.metrics["lost"]) == 1.0
+    assert np.isfinite(float(after.reward))
+    assert float(after.metrics["terminal_cost"]) > 0.0
+    assert float(after.reward) < float(valid.reward) - vertical_env.crash_penalty
+    assert np.all(np.isfinite(np.asarray(after.obs)))
+    np.testing.assert_array_equal(
+        np.asarray(after.pipeline_state.vehicle.altitude),
+        np.asarray(state.pipeline_state.vehicle.altitude),
+    )
+
+
 def test_crash_returns_less_than_soft_landing(vertical_env):
     start = vertical_env.reset(jax.random.PRNGKey(11))
 

@@ -13,7 +13,10 @@ which should be :attr:`LandingEnv.episode_length`.
 Actions. Brax's PPO and APG policies emit actions in ``[-1, 1]`` (by default a
 tanh-squashed normal distribution, in brax 0.14.2). Each entry is clipped to ``[-1, 1]``
 and mapped affinely onto the vehicle's action bounds: -1 is the lower bound (minimum
-throttle, full negative gimbal) and +1 the upper bound.
+throttle, full negative gimbal) and +1 the upper bound. An action with a NaN or infinite
+entry leaves the vehicle where it is and ends the episode as lost, with the lost
+vehicle's terminal cost and the crash penalty, so a diverged policy cannot carry NaN
+into the state or the return.
 
 Reward. With the potential ``Phi`` of :class:`ShapingScales` the reward of a step from
 ``s`` to ``s'`` is::
@@ -333,14 +336,18 @@ class LandingEnv(Env):
         vehicle, params, cost = self.vehicle, self.params, self.cost
         sim = state.pipeline_state
         ended_before = self._ended(sim)
-        moved = control_step(vehicle, self.sim_config, sim, self.physical_action(action), params)
+        finite = jnp.all(jnp.isfinite(action))
+        safe_action = jnp.where(finite, action, 0.0)
+        moved = control_step(
+            vehicle, self.sim_config, sim, self.physical_action(safe_action), params
+        )
         next_sim = jax.tree_util.tree_map(
-            lambda old, new: jnp.where(ended_before, old, new), sim, moved
+            lambda old, new: jnp.where(ended_before | ~finite, old, new), sim, moved
         )
         final = next_sim.vehicle
 
         touched = next_sim.touched_down
-        lost = ~touched & self.is_lost(final)
+        lost = ~touched & (self.is_lost(final) | ~finite)
         ends_now = (touched | lost) & ~ended_before
 
         measures = vehicle.touchdown_measures(final, params)
