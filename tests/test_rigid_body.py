@@ -659,6 +659,11 @@ def test_make_state_rejects_bad_quaternion():
         make_rigid_body_state([0.0, 500.0], [0.0, 0.0, 0.0], 30_000.0)
 
 
+def test_make_state_rejects_zero_quaternion():
+    with pytest.raises(ValueError, match=r"zero quaternion is no attitude.*\(1, 0, 0, 0\)"):
+        make_rigid_body_state([0.0, 0.0, 500.0], [0.0, 0.0, 0.0], 30_000.0, (0.0, 0, 0, 0))
+
+
 @pytest.mark.parametrize(
     ("overrides", "pattern"),
     [

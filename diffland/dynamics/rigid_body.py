@@ -449,10 +449,16 @@ def validate_quaternion(quaternion, name: str = "state.quaternion") -> None:
     :data:`QUATERNION_NORM_TOLERANCE` of 1."""
     _check_trailing_size(quaternion, 4, name)
     norm = np.linalg.norm(np.asarray(quaternion, dtype=np.float64), axis=-1)
+    if np.any(norm < 1e-6):
+        raise ValueError(
+            f"{name} = {_show(quaternion)} has norm {_show(norm)}: a zero quaternion is no "
+            "attitude. Pass a unit quaternion (w, x, y, z), for example (1, 0, 0, 0) for "
+            "upright, or build one with rotation.from_axis_angle."
+        )
     if np.any(np.abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE):
         raise ValueError(
             f"{name} = {_show(quaternion)} has norm {_show(norm)}, but an attitude must be "
-            "a unit quaternion (w, x, y, z); divide it by its norm or build it with "
+            "a unit quaternion (w, x, y, z). Divide it by its norm or build it with "
             "rotation.from_axis_angle."
         )
 

@@ -85,6 +85,11 @@ class LandingCost:
                     f"LandingCost.{field.name} = {value!r} is invalid: pass a finite number "
                     f"{bound}."
                 )
+        if self.tilt_limit_deg > 90.0:
+            raise ValueError(
+                f"LandingCost.tilt_limit_deg = {self.tilt_limit_deg!r} is invalid: beyond 90 "
+                "degrees the vehicle lies on its side or upside down. Pass a value in (0, 90]."
+            )
 
     limit_names = (
         "speed_limit",
