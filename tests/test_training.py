@@ -388,10 +388,22 @@ def test_best_validation_params_kept():
 
 def test_train_result_selects_best_params(tmp_path):
     config = train_config(steps=4, eval_every=2)
-    result = make_trainer(config=config, eval_states=start_pool(8, seed=1)).train()
+    history = MetricsHistory()
+    result = make_trainer(
+        config=config, eval_states=start_pool(8, seed=1), callbacks=[history]
+    ).train()
 
     assert result.select_best
-    assert result.selected_step in (2, 4)
+    steps, success = history.series("eval/success_rate")
+    _, propellant = history.series("eval/propellant_mean")
+    # The starting parameters are scored at step 0, before the first update.
+    assert steps == [0, 2, 4]
+    # With no successful landing the mean propellant is NaN, which ranks lowest.
+    scores = [
+        (rate, -fuel if np.isfinite(fuel) else -np.inf)
+        for rate, fuel in zip(success, propellant, strict=True)
+    ]
+    assert result.selected_step == steps[scores.index(max(scores))]
     assert result.selected_params is result.state.best_params
     unselected = make_trainer(
         config=train_config(steps=4, eval_every=2, select_best=False),

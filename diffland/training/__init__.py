@@ -1,4 +1,5 @@
-"""Landing cost, analytic policy gradient trainer, checkpoints, metric sinks and evaluation."""
+"""Landing cost, analytic policy gradient trainer, behaviour cloning, checkpoints, metric
+sinks and evaluation."""
 
 from diffland.training.callbacks import (
     JsonlWriter,
@@ -10,6 +11,12 @@ from diffland.training.callbacks import (
 from diffland.training.checkpoint import CheckpointStore
 from diffland.training.cost import LandingCost, LandingOutcome, landing_cost_terms, landing_outcome
 from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
+from diffland.training.imitation import (
+    ImitationConfig,
+    ImitationResult,
+    fit_to_teacher,
+    teacher_pairs,
+)
 from diffland.training.task import LandingTask, batch_rollout, controller_rollout, init_controller
 from diffland.training.trainer import (
     CHECKS_ENV,
@@ -23,6 +30,8 @@ from diffland.training.trainer import (
 __all__ = [
     "CHECKS_ENV",
     "CheckpointStore",
+    "ImitationConfig",
+    "ImitationResult",
     "JsonlWriter",
     "LandingCost",
     "LandingOutcome",
@@ -37,10 +46,12 @@ __all__ = [
     "Trainer",
     "batch_rollout",
     "controller_rollout",
+    "fit_to_teacher",
     "init_controller",
     "landing_cost_terms",
     "landing_outcome",
     "make_optimizer",
     "rollout_outcomes",
     "summarize_outcomes",
+    "teacher_pairs",
 ]

@@ -21,6 +21,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 from jax.experimental import checkify
@@ -63,7 +64,8 @@ class TrainConfig:
     """Runtime finiteness and retrace checks; None reads the DIFFLAND_CHECKS variable."""
     select_best: bool = True
     """Return the parameters with the best validation score (success rate, then lower
-    propellant) rather than the last ones, when validation states are given. APG
+    propellant) rather than the last ones, when validation states are given. The
+    starting parameters are scored too, before the first update. APG
     training of a landing controller is noisy: a late update can lose landings."""
 
     def __post_init__(self):
@@ -114,6 +116,22 @@ class TrainState:
     train_seconds: jax.Array
     """Training time spent to reach this state over all sessions of a resumed run, s
     (compilation excluded), shape ``()``."""
+
+
+def _matching_params(fresh: Any, given: Any) -> Any:
+    """Return ``given`` as arrays of ``fresh``'s dtypes, after checking that it has the
+    structure and shapes of the controller's own initial parameters."""
+    fresh_leaves, fresh_tree = jax.tree_util.tree_flatten(fresh)
+    given_leaves, given_tree = jax.tree_util.tree_flatten(given)
+    shapes = [np.shape(x) for x in fresh_leaves]
+    given_shapes = [np.shape(x) for x in given_leaves]
+    if fresh_tree != given_tree or shapes != given_shapes:
+        raise ValueError(
+            "initial_params differ in structure or shapes from the controller's parameters "
+            f"(expected leaf shapes {shapes}, got {given_shapes}). Pass the params "
+            "collection of a controller of the same class and settings."
+        )
+    return jax.tree_util.tree_map(lambda f, g: jnp.asarray(g, f.dtype), fresh, given)
 
 
 @dataclasses.dataclass
@@ -187,7 +205,9 @@ class Trainer:
 
     ``train_states`` is a pool of initial states (every leaf has a leading batch axis);
     each update draws ``batch_size`` of them at random. ``eval_states`` (optional) is a
-    fixed validation set scored every ``eval_every`` steps.
+    fixed validation set scored every ``eval_every`` steps. ``initial_params`` (optional)
+    replaces the controller's own initial parameters, for example with those of a
+    behaviour-cloning fit; they must have the same structure and shapes.
     """
 
     def __init__(
@@ -199,6 +219,7 @@ class Trainer:
         eval_states: Any | None = None,
         checkpoint_dir: str | pathlib.Path | None = None,
         callbacks: Sequence[Callable[[int, Mapping[str, float]], None]] = (),
+        initial_params: Any | None = None,
     ):
         task.validate(train_states)
         if eval_states is not None:
@@ -209,6 +230,7 @@ class Trainer:
         self.train_states = train_states
         self.eval_states = eval_states
         self.callbacks = list(callbacks)
+        self.initial_params = initial_params
         self.optimizer = make_optimizer(config)
         self.schedule = learning_rate_schedule(config)
         self.store = CheckpointStore(checkpoint_dir) if checkpoint_dir is not None else None
@@ -228,6 +250,8 @@ class Trainer:
         example = jax.tree_util.tree_map(lambda x: x[0], self.train_states)
         variables = init_controller(self.task, self.controller, init_key, example)
         params = variables["params"]
+        if self.initial_params is not None:
+            params = _matching_params(params, self.initial_params)
         return TrainState(
             params=params,
             opt_state=self.optimizer.init(params),
@@ -357,7 +381,14 @@ class Trainer:
         compile_seconds = self.compile(state)
         logger.info("compiled the update in %.2f s", compile_seconds)
 
-        self._emit(int(state.step), {"train/compile_seconds": compile_seconds})
+        first_metrics = {"train/compile_seconds": compile_seconds}
+        if resumed_from is None:
+            # Score the starting parameters too, so that selection can fall back to them
+            # (a cloned policy or a zero-initialised correction) if every update is worse.
+            evaluation = self.evaluate(state.params)
+            state = self._keep_if_best(state, evaluation)
+            first_metrics.update(evaluation)
+        self._emit(int(state.step), first_metrics)
         start = time.perf_counter()
         earlier_seconds = float(state.train_seconds)
 
