@@ -19,6 +19,7 @@ import sys
 
 from diffland.dynamics import PlanarBooster, falcon9_like_planar
 from diffland.scenarios import PLANAR_SCENARIO
+from diffland.training.imitation import ImitationConfig
 from experiments.booster_landing import BoosterLandingConfig, BoosterSpec, main
 from experiments.vertical_landing import ControllerSetting
 
@@ -36,7 +37,9 @@ QUICK = dict(
     train_pool=2048,
     pid=ControllerSetting(steps=15, learning_rate=1e-2),
     neuro_pid=ControllerSetting(steps=15, learning_rate=1e-3),
-    mlp=ControllerSetting(steps=15, learning_rate=3e-3),
+    mlp=ControllerSetting(steps=15, learning_rate=1e-3),
+    imitation=ImitationConfig(steps=1000, batch_size=4096, learning_rate=3e-3),
+    imitation_states=512,
 )
 """Changes for ``--quick``."""
 

@@ -128,8 +128,13 @@ def train_controller(
     training_sets: tuple[Any, Any],
     run_folder: pathlib.Path,
     resume: bool,
+    initial_params: Any | None = None,
 ) -> tuple[TrainResult, MetricsHistory]:
-    """Train one controller with checkpoints, metrics files and a progress bar."""
+    """Train one controller with checkpoints, metrics files and a progress bar.
+
+    ``initial_params`` replaces the controller's own initial parameters (a resumed run
+    continues from its checkpoint instead).
+    """
     train_config = TrainConfig(
         steps=setting.steps,
         batch_size=setting.batch_size,
@@ -155,6 +160,7 @@ def train_controller(
             history,
             bar,
         ],
+        initial_params=initial_params,
     )
     try:
         result = trainer.train(resume=resume)

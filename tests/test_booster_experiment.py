@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from diffland.training import ImitationConfig
 from experiments import booster_landing, common, planar_landing, rigid_body_landing
 from experiments.vertical_landing import ControllerSetting
 
@@ -26,19 +27,40 @@ def tiny_config():
         pid=setting,
         neuro_pid=setting,
         mlp=setting,
+        imitation=ImitationConfig(steps=3, batch_size=16),
+        imitation_states=4,
     )
 
 
 @pytest.mark.slow
-def test_booster_experiment_smoke_results_file(tmp_path):
+def test_booster_experiment_smoke_results_file(tmp_path, monkeypatch):
     """The planar run covers the driver; the 6-DOF one differs only in its spec, whose
     vehicle and controllers are tested on their own."""
     module = planar_landing
     config = tiny_config()
     folder = common.prepare_run_folder(tmp_path / "run", False, module.SPEC.experiment)
     common.save_config(folder, config, resume=False)
+    starts = {}
+    train = booster_landing.train_controller
+
+    def recording_train(name, *args, initial_params=None, **kwargs):
+        starts[name] = initial_params
+        return train(name, *args, initial_params=initial_params, **kwargs)
+
+    monkeypatch.setattr(booster_landing, "train_controller", recording_train)
 
     booster_landing.run(module.SPEC, config, folder, resume=False)
+
+    assert starts["pid_tuned"] is None
+    assert starts["neuro_pid"] is None
+    assert starts["mlp"] is not None
+    # A resumed run continues the MLP checkpoint and does not repeat the fit.
+    first = json.loads((folder / "results.json").read_text())
+    booster_landing.run(module.SPEC, config, folder, resume=True)
+    assert starts["mlp"] is None
+    again = json.loads((folder / "results.json").read_text())
+    first_fit = first["controllers"]["mlp"]["per_seed"][0]["imitation"]
+    assert again["controllers"]["mlp"]["per_seed"][0]["imitation"] == first_fit
 
     results = json.loads((folder / "results.json").read_text())
     assert results["experiment"] == module.SPEC.experiment
@@ -59,6 +81,14 @@ def test_booster_experiment_smoke_results_file(tmp_path):
         "tip_over",
     }
     assert all(0.0 <= rate <= 1.0 for rate in exceeded.values())
+    setup = results["setup"]
+    assert setup["vehicle"]["class"] == "PlanarBooster"
+    assert setup["params"]["max_thrust"] == pytest.approx(845.0e3)
+    assert setup["scenario"]["offset_range"] == [0.0, 50.0]
+    imitation = results["controllers"]["mlp"]["per_seed"][0]["imitation"]
+    assert imitation["pairs"] > 0
+    assert imitation["action_error"] >= 0.0
+    assert imitation["action_error_before"] > 0.0
     assert (folder / "plots" / "landings_seed0.png").stat().st_size > 0
 
 
@@ -96,9 +126,14 @@ def test_negative_limit_is_rejected_with_its_value(capsys, tmp_path):
 
     assert raised.value.code == 2
     message = capsys.readouterr().err
-    assert "pad_radius" in message
+    assert "--pad-radius" in message
     assert "-3" in message
     assert not (tmp_path / "run").exists()
+
+
+def test_tilt_limit_beyond_90_degrees_is_rejected():
+    with pytest.raises(ValueError, match=r"--tilt-limit-deg 120.0 is invalid.*\(0, 90\]"):
+        booster_landing.create_config(planar_landing.CONFIG, False, 1, {}, tilt_limit_deg=120.0)
 
 
 def test_resume_command_keeps_the_options():
