@@ -71,7 +71,7 @@ class BoosterLandingConfig:
     """RK4 physics steps per control step."""
     horizon_seconds: float = 28.0
     """Simulated time per rollout, s; a lander still flying then counts as no touchdown.
-    The slowest landings from 3 km at 200 m/s take about 25 s."""
+    The slowest held-out landings of the hand-tuned cascaded PID took 24.9 s."""
     train_pool: int = 16_384
     validation_states: int = 512
     held_out_states: int = 4096

@@ -124,8 +124,9 @@ def save_config(run_folder: pathlib.Path, config: Any, resume: bool) -> dict[str
             )
             raise RunFolderError(
                 f"the configuration in {path} differs from this run's ({details}). Resume "
-                "with the same options (for example the same --quick and --seeds), or start "
-                "a new run folder."
+                "with the options of the original run (for example the same --quick and "
+                "--seeds). A folder written by another version of the experiment cannot be "
+                "resumed, so start a new run folder for it."
             )
     else:
         path.write_text(json.dumps(values, indent=2) + "\n")

@@ -39,7 +39,7 @@ QUICK = dict(
     pid=ControllerSetting(steps=15, learning_rate=1e-2),
     neuro_pid=ControllerSetting(steps=15, learning_rate=1e-3),
     mlp=ControllerSetting(steps=15, learning_rate=1e-3),
-    imitation=ImitationConfig(steps=1000, batch_size=4096, learning_rate=3e-3),
+    imitation=ImitationConfig(steps=3000, batch_size=4096, learning_rate=3e-3),
     imitation_states=512,
 )
 """Changes for ``--quick``."""

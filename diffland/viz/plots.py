@@ -73,12 +73,17 @@ def plot_booster_landings(
 ) -> pathlib.Path:
     """Plot ground track, height, tilt, gimbal and throttle of planar or 6-DOF landings.
 
+    The ground track of a 6-DOF booster is its path over the ground (x, y); that of a
+    planar booster is its path in the x-height plane.
+
     One column per controller, the first ``landers`` landers of each batched trajectory;
     steps after touchdown are left out. Gimbal angles are the commanded ones, in degrees.
     """
     import jax
 
     names = list(trajectories)
+    # A planar booster moves along x only, so its track is drawn in the x-height plane.
+    planar = not hasattr(next(iter(trajectories.values())).states, "position")
     rows = ("ground track", "height of the feet (m)", "tilt (deg)", "gimbal (deg)", "throttle")
     figure, axes = plt.subplots(
         len(rows), len(names), figsize=(4 * len(names), 3 * len(rows)), squeeze=False
@@ -92,7 +97,10 @@ def plot_booster_landings(
             ground, height, tilt = _booster_series(vehicle, params, states)
             time = steps * control_dt
             actions = np.asarray(trajectory.actions)[lander, steps]
-            axes[0, column].plot(ground[steps, 0], ground[steps, 1])
+            if planar:
+                axes[0, column].plot(ground[steps, 0], height[steps])
+            else:
+                axes[0, column].plot(ground[steps, 0], ground[steps, 1])
             axes[1, column].plot(time, height[steps])
             axes[2, column].plot(time, tilt[steps])
             for axis_index in range(1, min(actions.shape[1], 3)):
@@ -100,7 +108,7 @@ def plot_booster_landings(
             axes[4, column].plot(time, actions[:, 0])
         axes[0, column].set_title(name)
         axes[0, column].set_xlabel("x (m)")
-        axes[0, column].set_ylabel("y (m)")
+        axes[0, column].set_ylabel("height of the feet (m)" if planar else "y (m)")
         axes[0, column].plot([0.0], [0.0], "k+", markersize=12)
         for row, label in enumerate(rows[1:], start=1):
             axes[row, column].set_ylabel(label)
