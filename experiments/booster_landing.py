@@ -125,7 +125,7 @@ def create_config(
 ) -> BoosterLandingConfig:
     """Return ``base`` with the command-line choices applied; validates them."""
     if seeds < 1:
-        raise ValueError(f"--seeds {seeds} must be at least 1.")
+        raise ValueError(f"--seeds {seeds} is invalid: pass an integer >= 1.")
     for name, value in limits.items():
         try:
             LandingCost(**{name: value})

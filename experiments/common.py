@@ -86,6 +86,11 @@ def prepare_run_folder(out: pathlib.Path | None, resume: bool, experiment: str) 
     out = out.absolute()
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out} is a file, not a folder; choose a folder path.")
+    if resume and not out.exists():
+        raise RunFolderError(
+            f"cannot resume: {out} does not exist. Check the path, or start a new run "
+            "without --resume."
+        )
     if resume and not (out / "config.json").is_file():
         raise RunFolderError(
             f"cannot resume: {out} has no config.json, so it is not a run folder of this "
@@ -115,8 +120,14 @@ def save_config(run_folder: pathlib.Path, config: Any, resume: bool) -> dict[str
         stored = json.loads(path.read_text())
         requested = json.loads(json.dumps(values))
         if stored != requested:
+            # The command-line choices first: they are the usual cause.
             differing = sorted(
-                key for key in set(stored) | set(requested) if stored.get(key) != requested.get(key)
+                (
+                    key
+                    for key in set(stored) | set(requested)
+                    if stored.get(key) != requested.get(key)
+                ),
+                key=lambda key: (key not in ("quick", "seeds"), key),
             )
             details = ", ".join(
                 f"{key}: stored {stored.get(key)!r}, requested {requested.get(key)!r}"

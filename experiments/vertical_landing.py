@@ -87,7 +87,7 @@ class VerticalLandingConfig:
     @classmethod
     def create(cls, quick: bool, seeds: int) -> VerticalLandingConfig:
         if seeds < 1:
-            raise ValueError(f"--seeds {seeds} must be at least 1.")
+            raise ValueError(f"--seeds {seeds} is invalid: pass an integer >= 1.")
         if not quick:
             return cls(quick=False, seeds=seeds)
         return cls(

@@ -122,6 +122,11 @@ def test_resume_needs_config_json(tmp_path):
         common.prepare_run_folder(tmp_path, resume=True, experiment="vertical_landing")
 
 
+def test_resume_names_missing_folder(tmp_path):
+    with pytest.raises(common.RunFolderError, match="missing does not exist"):
+        common.prepare_run_folder(tmp_path / "missing", resume=True, experiment="x")
+
+
 def test_resume_rejects_changed_config(tmp_path):
     folder = common.prepare_run_folder(tmp_path / "run", resume=False, experiment="x")
     common.save_config(folder, tiny_config(), resume=False)
@@ -149,4 +154,4 @@ def test_main_rejects_zero_seeds(tmp_path, capsys):
         vertical_landing.main(["--seeds", "0", "--out", str(tmp_path / "run")])
 
     assert exit_info.value.code == 2
-    assert "--seeds 0 must be at least 1" in capsys.readouterr().err
+    assert "--seeds 0 is invalid: pass an integer >= 1" in capsys.readouterr().err
