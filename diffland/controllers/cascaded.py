@@ -267,9 +267,9 @@ class NeuroCascadedPID(nn.Module):
 
     NOTE: on the booster landing experiments APG training of this controller levels off
     at 95-97 % held-out success, below the MLP cloned from the same PID and then
-    trained (over 99 %). Neither 300 updates, a correction scale of 1.0 nor adding the
-    correction after the PID's bounding raised it on the planar booster (94.8-95.7 %
-    from the hand gains, 4,096 held-out starts).
+    trained (over 99 %). Neither 300 updates, a correction scale of 1.0, adding the
+    correction after the PID's bounding nor per-lander gradient clipping raised it on
+    the planar booster (94.8-95.7 % from the hand gains, 4,096 held-out starts).
     """
 
     vehicle: Vehicle
