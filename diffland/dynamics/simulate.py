@@ -35,6 +35,12 @@ class SimConfig:
     """Number of control steps in a rollout."""
     integrator: Integrator = dataclasses.field(default_factory=RK4)
     """Integration method for the physics steps."""
+    truncation: int | None = None
+    """Control steps between cuts of the gradient (truncated backpropagation through
+    time). Every ``truncation`` steps the carried simulation and controller state pass
+    through ``lax.stop_gradient``, so a gradient reaches back at most that many steps
+    through the state. None lets gradients flow through the whole horizon. The forward
+    rollout is the same either way."""
 
     def __post_init__(self):
         dt = self.control_dt
@@ -46,6 +52,12 @@ class SimConfig:
             raise ValueError(f"substeps = {self.substeps!r} must be an integer >= 1.")
         if not (isinstance(self.horizon, int) and self.horizon >= 1):
             raise ValueError(f"horizon = {self.horizon!r} must be an integer >= 1.")
+        cut = self.truncation
+        if cut is not None and (isinstance(cut, bool) or not (isinstance(cut, int) and cut >= 1)):
+            raise ValueError(
+                f"truncation = {cut!r} is invalid: pass an integer >= 1 (control steps "
+                "between gradient cuts) or None for the full horizon."
+            )
         if not isinstance(self.integrator, Integrator):
             raise ValueError(
                 f"integrator = {self.integrator!r} is not an Integrator; pass an instance "
@@ -222,7 +234,12 @@ def rollout(
     ``jax.vmap`` over ``initial_state`` (and ``params`` if they are randomised).
     """
 
-    def body(carry, _):
+    def body(carry, step):
+        if config.truncation is not None:
+            cut = (step > 0) & (step % config.truncation == 0)
+            carry = jax.tree_util.tree_map(
+                lambda x: jnp.where(cut, jax.lax.stop_gradient(x), x), carry
+            )
         sim, memory = carry
         action, memory = policy(sim.vehicle, params, memory)
         next_sim = control_step(vehicle, config, sim, action, params)
@@ -231,7 +248,7 @@ def rollout(
 
     start = initial_sim_state(initial_state)
     (final, _), (states, actions, active) = jax.lax.scan(
-        body, (start, policy_carry), None, length=config.horizon
+        body, (start, policy_carry), jnp.arange(config.horizon)
     )
     return Trajectory(
         states=states, actions=actions, active=active, final=final, initial=initial_state
