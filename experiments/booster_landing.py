@@ -193,10 +193,7 @@ def _clone_teacher(task, config, teacher, teacher_params, student, pool, seed, f
         "pairs": result.pairs,
         "seconds": time.perf_counter() - start,
     }
-    record.parent.mkdir(parents=True, exist_ok=True)
-    temporary = record.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(figures, indent=2) + "\n")
-    temporary.replace(record)
+    common.write_json(record, figures)
     return result.params, figures
 
 

@@ -192,9 +192,15 @@ def write_results(
     if controllers is not None:
         results["controllers"] = {name: dict(entry) for name, entry in controllers.items()}
     results.update(extra)
-    path = run_folder / "results.json"
+    return write_json(run_folder / "results.json", _clean(results))
+
+
+def write_json(path: pathlib.Path, value: Any) -> pathlib.Path:
+    """Write ``value`` as indented JSON through a temporary file, so that a crash
+    leaves either the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(_clean(results), indent=2) + "\n")
+    temporary.write_text(json.dumps(value, indent=2) + "\n")
     temporary.replace(path)
     return path
 

@@ -128,7 +128,7 @@ def _check_pairs(task: LandingTask, states: Any, actions: jax.Array) -> int:
     for leaf in jax.tree_util.tree_leaves(states):
         if leaf.shape[0] != count:
             raise ValueError(
-                f"a state field has {leaf.shape[0]} entries but there are {count} actions. "
+                f"the pair states have {leaf.shape[0]} entries but there are {count} actions. "
                 "Pass the states and actions from one teacher_pairs call."
             )
     if not np.all(np.isfinite(np.asarray(actions))):

@@ -118,20 +118,20 @@ class TrainState:
     (compilation excluded), shape ``()``."""
 
 
-def _matching_params(fresh: Any, given: Any) -> Any:
-    """Return ``given`` as arrays of ``fresh``'s dtypes, after checking that it has the
-    structure and shapes of the controller's own initial parameters."""
-    fresh_leaves, fresh_tree = jax.tree_util.tree_flatten(fresh)
-    given_leaves, given_tree = jax.tree_util.tree_flatten(given)
-    shapes = [np.shape(x) for x in fresh_leaves]
-    given_shapes = [np.shape(x) for x in given_leaves]
-    if fresh_tree != given_tree or shapes != given_shapes:
+def _matching_params(expected: Any, initial: Any) -> Any:
+    """Return ``initial`` cast to the dtypes of ``expected`` (the controller's own initial
+    parameters), after checking that both have the same structure and shapes."""
+    expected_leaves, expected_tree = jax.tree_util.tree_flatten(expected)
+    initial_leaves, initial_tree = jax.tree_util.tree_flatten(initial)
+    expected_shapes = [np.shape(x) for x in expected_leaves]
+    initial_shapes = [np.shape(x) for x in initial_leaves]
+    if expected_tree != initial_tree or expected_shapes != initial_shapes:
         raise ValueError(
             "initial_params differ in structure or shapes from the controller's parameters "
-            f"(expected leaf shapes {shapes}, got {given_shapes}). Pass the params "
+            f"(expected leaf shapes {expected_shapes}, got {initial_shapes}). Pass the params "
             "collection of a controller of the same class and settings."
         )
-    return jax.tree_util.tree_map(lambda f, g: jnp.asarray(g, f.dtype), fresh, given)
+    return jax.tree_util.tree_map(lambda e, x: jnp.asarray(x, e.dtype), expected, initial)
 
 
 @dataclasses.dataclass
