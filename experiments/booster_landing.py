@@ -3,12 +3,15 @@
 Each experiment names its vehicle, parameters and scenario in a :class:`BoosterSpec`;
 everything else (sampling, training, scoring, results file, plots, command line) is here.
 Three controllers are trained in turn by backpropagation through the rollout: the gains
-of the cascaded PID, then the NeuroPID (the cascaded PID from the tuned gains plus a
-zero-initialised network correction) and the MLP. The MLP starts from a behaviour-cloning
-fit to the tuned cascaded PID. From a random start its rollouts crash every booster, and
-in a measured full run (300 updates at learning rate 3e-3, 25 s horizon) it landed none
-of the 4,096 held-out boosters on either vehicle. All are scored on a held-out set with
-its own fixed seed, together with the untrained, hand-tuned cascaded PID.
+of the cascaded PID, then the MLP, then the NeuroPID (the cascaded PID with the tuned
+gains plus a network correction). The MLP starts from a behaviour-cloning fit to the
+tuned cascaded PID. From a random start its rollouts crash every booster, and in a
+measured full run (300 updates at learning rate 3e-3, 25 s horizon) it landed none of
+the 4,096 held-out boosters on either vehicle. The NeuroPID's correction starts from a
+fit to the trained MLP, with the PID gains held at their tuned values. Trained from a
+zero correction instead, it levelled off at 95-97 % success on the held-out set. All
+are scored on a held-out set with its own fixed seed, together with the untrained,
+hand-tuned cascaded PID.
 """
 
 from __future__ import annotations
@@ -90,10 +93,11 @@ class BoosterLandingConfig:
     neuro_pid: ControllerSetting = ControllerSetting(steps=150, learning_rate=1e-3)
     mlp: ControllerSetting = ControllerSetting(steps=300, learning_rate=1e-3)
     imitation: ImitationConfig = ImitationConfig(steps=8000, batch_size=4096, learning_rate=3e-3)
-    """Behaviour-cloning fit of the MLP to the tuned cascaded PID before its APG training."""
+    """Behaviour-cloning fit before APG training: of the MLP to the tuned cascaded PID,
+    then of the NeuroPID's correction to the trained MLP."""
     imitation_states: int = 2048
     """Number of training-pool start states (the first ones, at most ``train_pool``) whose
-    PID rollouts give the fit's state-action pairs. The fit's seed is
+    teachers' rollouts give each fit's state-action pairs. The fit's seed is
     ``imitation.seed`` plus the run's seed."""
 
     def cost(self) -> LandingCost:
@@ -168,26 +172,43 @@ def _sample(spec: BoosterSpec, params, key, count: int, chunk: int):
     return sample_booster_states(key, count, spec.vehicle, params, spec.scenario, chunk=chunk)
 
 
-def _clone_teacher(task, config, teacher, teacher_params, student, pool, seed, folder, resume):
-    """Fit ``student`` to the tuned cascaded PID along its rollouts from the pool.
+def _clone_teacher(task, config, name, teacher, student, pool, seed, folder, resume):
+    """Fit the controller ``name`` (``student``) to ``teacher`` along its rollouts.
 
-    Returns the fitted parameters (None when a resumed run continues an MLP checkpoint,
-    so the fit is not repeated) and the fit's figures, which are stored in the run
-    folder and read back on resume.
+    ``teacher`` is a controller and its params. A student with memory (the NeuroPID)
+    starts from its own initial parameters (the tuned gains and a zero correction) and
+    keeps its PID gains fixed during the fit, so the PID memory recorded along the
+    teacher's rollouts stays exact. Returns the fitted parameters (None when a resumed
+    run continues a checkpoint of ``name``, so the fit is not repeated) and the fit's
+    figures, which are stored in the run folder and read back on resume.
     """
-    record = folder / "checkpoints" / f"seed{seed}" / "mlp_imitation.json"
-    checkpoints = record.parent / "mlp"
+    record = folder / "checkpoints" / f"seed{seed}" / f"{name}_imitation.json"
+    checkpoints = record.parent / name
     if resume and record.exists() and checkpoints.is_dir():
         if CheckpointStore(checkpoints).steps():
-            logging.getLogger(__name__).info("MLP checkpoint found, so the fit is not repeated")
+            logging.getLogger(__name__).info(
+                "%s checkpoint found, so the fit is not repeated", name
+            )
             return None, json.loads(record.read_text())
     start = time.perf_counter()
     count = min(config.imitation_states, jax.tree_util.tree_leaves(pool)[0].shape[0])
     states = jax.tree_util.tree_map(lambda x: x[:count], pool)
-    pairs = teacher_pairs(task, teacher, {"params": teacher_params}, states)
     setting = dataclasses.replace(config.imitation, seed=config.imitation.seed + seed)
-    result = fit_to_teacher(task, student, pairs, setting)
+    teacher_controller, teacher_params = teacher
+    teacher_variables = {"params": teacher_params}
+    if jax.tree_util.tree_leaves(student.initial_carry()):
+        example = jax.tree_util.tree_map(lambda x: x[0], states)
+        variables = init_controller(task, student, jax.random.PRNGKey(seed), example)
+        pairs = teacher_pairs(
+            task, teacher_controller, teacher_variables, states, student, variables
+        )
+        setting = dataclasses.replace(setting, fixed=("pid",))
+        result = fit_to_teacher(task, student, pairs, setting, initial_params=variables["params"])
+    else:
+        pairs = teacher_pairs(task, teacher_controller, teacher_variables, states)
+        result = fit_to_teacher(task, student, pairs, setting)
     figures = {
+        "teacher": type(teacher_controller).__name__,
         "action_error": result.final_error,
         "action_error_before": result.initial_error,
         "pairs": result.pairs,
@@ -229,18 +250,29 @@ def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
     score("pid_hand", hand, init_controller(task, hand, jax.random.PRNGKey(0), example), 0.0, 0.0)
 
     settings = {"pid_tuned": config.pid, "neuro_pid": config.neuro_pid, "mlp": config.mlp}
+    # The MLP trains before the NeuroPID because it is the NeuroPID's teacher.
     builders = {
         "pid_tuned": lambda: hand,
-        "neuro_pid": lambda: NeuroCascadedPID(task.vehicle, config.control_dt, gains=tuned),
         "mlp": lambda: MLPPolicy(task.vehicle),
+        "neuro_pid": lambda: NeuroCascadedPID(task.vehicle, config.control_dt, gains=tuned),
     }
-    tuned = teacher_params = None
-    initial: dict[str, Any] = {}
+    teachers = {"mlp": "pid_tuned", "neuro_pid": "mlp"}
+    trained: dict[str, tuple[Any, Any]] = {}
+    tuned = None
     for name, build in builders.items():
         controller = build()
-        if name == "mlp":
-            initial[name], imitation = _clone_teacher(
-                task, config, hand, teacher_params, controller, pool, seed, run_folder, resume
+        initial = imitation = None
+        if name in teachers:
+            initial, imitation = _clone_teacher(
+                task,
+                config,
+                name,
+                trained[teachers[name]],
+                controller,
+                pool,
+                seed,
+                run_folder,
+                resume,
             )
         result, histories[name] = train_controller(
             name,
@@ -251,10 +283,11 @@ def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
             (pool, validation),
             run_folder,
             resume,
-            initial_params=initial.get(name),
+            initial_params=initial,
         )
         timings["compile"] += result.compile_seconds
         timings["train"] += result.train_seconds
+        trained[name] = (controller, result.selected_params)
         score(
             name,
             controller,
@@ -264,13 +297,16 @@ def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
         )
         results[name]["selected_step"] = result.selected_step
         if name == "pid_tuned":
-            teacher_params = result.selected_params
-            tuned = hand.gains_from_params(teacher_params)
+            tuned = hand.gains_from_params(result.selected_params)
             results[name]["gains"] = dataclasses.asdict(tuned)
-        if name == "mlp":
+        if imitation is not None:
             results[name]["imitation"] = imitation
             timings["train"] += imitation["seconds"]
 
+    order = ("pid_hand", "pid_tuned", "neuro_pid", "mlp")
+    results = {name: results[name] for name in order}
+    trajectories = {name: trajectories[name] for name in order}
+    histories = {name: histories[name] for name in order if name in histories}
     plots = run_folder / "plots"
     plot_booster_landings(
         trajectories,

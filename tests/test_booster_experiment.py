@@ -52,20 +52,22 @@ def test_booster_experiment_smoke_results_file(tmp_path, monkeypatch):
     booster_landing.run(module.SPEC, config, folder, resume=False)
 
     assert starts["pid_tuned"] is None
-    assert starts["neuro_pid"] is None
+    assert starts["neuro_pid"] is not None
     assert starts["mlp"] is not None
-    # A resumed run continues the MLP checkpoint and does not repeat the fit.
+    # A resumed run continues the checkpoints and does not repeat the fits.
     first = json.loads((folder / "results.json").read_text())
     booster_landing.run(module.SPEC, config, folder, resume=True)
     assert starts["mlp"] is None
+    assert starts["neuro_pid"] is None
     again = json.loads((folder / "results.json").read_text())
-    first_fit = first["controllers"]["mlp"]["per_seed"][0]["imitation"]
-    assert again["controllers"]["mlp"]["per_seed"][0]["imitation"] == first_fit
+    for name in ("mlp", "neuro_pid"):
+        first_fit = first["controllers"][name]["per_seed"][0]["imitation"]
+        assert again["controllers"][name]["per_seed"][0]["imitation"] == first_fit
 
     results = json.loads((folder / "results.json").read_text())
     assert results["experiment"] == module.SPEC.experiment
     assert results["config"] == json.loads(json.dumps(dataclasses.asdict(config)))
-    assert set(results["controllers"]) == set(CONTROLLERS)
+    assert tuple(results["controllers"]) == CONTROLLERS
     for name, entry in results["controllers"].items():
         assert entry["n_eval"] == HELD_OUT, name
         assert 0.0 <= entry["success_rate"] <= 1.0, name
@@ -85,10 +87,13 @@ def test_booster_experiment_smoke_results_file(tmp_path, monkeypatch):
     assert setup["vehicle"]["class"] == "PlanarBooster"
     assert setup["params"]["max_thrust"] == pytest.approx(845.0e3)
     assert setup["scenario"]["offset_range"] == [0.0, 50.0]
-    imitation = results["controllers"]["mlp"]["per_seed"][0]["imitation"]
-    assert imitation["pairs"] > 0
-    assert imitation["action_error"] >= 0.0
-    assert imitation["action_error_before"] > 0.0
+    teachers = {"mlp": "CascadedPID", "neuro_pid": "MLPPolicy"}
+    for name, teacher in teachers.items():
+        imitation = results["controllers"][name]["per_seed"][0]["imitation"]
+        assert imitation["teacher"] == teacher
+        assert imitation["pairs"] > 0
+        assert imitation["action_error"] >= 0.0
+        assert imitation["action_error_before"] > 0.0
     assert (folder / "plots" / "landings_seed0.png").stat().st_size > 0
 
 

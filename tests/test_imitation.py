@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffland.controllers import MLPPolicy, VerticalPID
+from diffland.controllers import MLPPolicy, NeuroPID, VerticalPID
 from diffland.dynamics import SimConfig, VerticalLander, falcon9_like, make_vertical_state
 from diffland.training import (
     ImitationConfig,
@@ -96,14 +96,82 @@ def test_cloning_rejects_mismatched_pairs():
         fit_to_teacher(task, MLPPolicy(VEHICLE), (states, jnp.zeros((8, 2))))
 
 
-def test_cloning_rejects_student_with_memory():
+def test_cloning_memory_student_needs_carries():
     task = landing_task()
     states = start_states()
     teacher = VerticalPID(VEHICLE, 0.1)
     variables = init_controller(task, teacher, jax.random.PRNGKey(0), example(states))
     pairs = teacher_pairs(task, teacher, variables, states)
-    with pytest.raises(ValueError, match="memoryless"):
+    with pytest.raises(ValueError, match="needs its carry at every pair"):
         fit_to_teacher(task, VerticalPID(VEHICLE, 0.1), pairs)
+    with pytest.raises(ValueError, match="pass both student and student_variables"):
+        teacher_pairs(task, teacher, variables, states, student=NeuroPID(VEHICLE, 0.1))
+
+
+def test_recorded_carries_reproduce_teacher():
+    """A NeuroPID with a zero correction acts exactly as its PID. Fed the carries recorded
+    along the PID's own rollouts, it must reproduce every action, which fails if a carry
+    is paired with the wrong step."""
+    task = landing_task()
+    states = start_states(16)
+    teacher = VerticalPID(VEHICLE, 0.1)
+    teacher_variables = init_controller(task, teacher, jax.random.PRNGKey(0), example(states))
+    student = NeuroPID(VEHICLE, 0.1)
+    student_variables = init_controller(task, student, jax.random.PRNGKey(1), example(states))
+    pair_states, actions, carries = teacher_pairs(
+        task, teacher, teacher_variables, states, student, student_variables
+    )
+    assert carries.integral.shape == actions.shape[:1]
+    predicted = jax.vmap(lambda s, c: student.apply(student_variables, s, task.params, c)[0])(
+        pair_states, carries
+    )
+    np.testing.assert_allclose(np.asarray(predicted), np.asarray(actions), atol=1e-6)
+    # Without the recorded carries (a fresh integral and no previous error at every
+    # step) the actions differ, so the check above depends on them.
+    fresh = jax.vmap(
+        lambda s: student.apply(student_variables, s, task.params, student.initial_carry())[0]
+    )(pair_states)
+    assert np.max(np.abs(np.asarray(fresh) - np.asarray(actions))) > 1e-3
+
+
+def test_cloning_fits_correction_with_pid_fixed():
+    """The teacher is a NeuroPID with the same gains and a random correction, which the
+    student can represent exactly with its PID fixed."""
+    task = landing_task()
+    states = start_states(32)
+    teacher = NeuroPID(VEHICLE, 0.1, hidden=(16,))
+    variables = init_controller(task, teacher, jax.random.PRNGKey(3), example(states))
+    output = variables["params"]["correction"]["Dense_1"]  # the zero-initialised layer
+    output["kernel"] = 0.3 * jax.random.normal(jax.random.PRNGKey(4), output["kernel"].shape)
+    student = NeuroPID(VEHICLE, 0.1, hidden=(16,))
+    start = init_controller(task, student, jax.random.PRNGKey(5), example(states))
+    pairs = teacher_pairs(task, teacher, variables, states, student, start)
+
+    config = ImitationConfig(steps=1500, batch_size=256, learning_rate=1e-2, fixed=("pid",))
+    result = fit_to_teacher(task, student, pairs, config, initial_params=start["params"])
+
+    assert result.final_error < 0.02 * result.initial_error
+    assert result.final_error < 1e-3
+    for got, want in zip(
+        jax.tree_util.tree_leaves(result.params["pid"]),
+        jax.tree_util.tree_leaves(start["params"]["pid"]),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_cloning_rejects_unknown_fixed_name():
+    task = landing_task()
+    states = start_states()
+    teacher = MLPPolicy(VEHICLE, hidden=(4,))
+    variables = init_controller(task, teacher, jax.random.PRNGKey(0), example(states))
+    pairs = teacher_pairs(task, teacher, variables, states)
+    with pytest.raises(ValueError, match=r"fixed names \['pid'\]"):
+        fit_to_teacher(
+            task, MLPPolicy(VEHICLE, hidden=(4,)), pairs, ImitationConfig(fixed=("pid",))
+        )
+    with pytest.raises(ValueError, match="ImitationConfig.fixed"):
+        ImitationConfig(fixed="pid")
 
 
 @pytest.mark.parametrize(

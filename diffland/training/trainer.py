@@ -118,7 +118,7 @@ class TrainState:
     (compilation excluded), shape ``()``."""
 
 
-def _matching_params(expected: Any, initial: Any) -> Any:
+def matching_params(expected: Any, initial: Any) -> Any:
     """Return ``initial`` cast to the dtypes of ``expected`` (the controller's own initial
     parameters), after checking that both have the same structure and shapes."""
     expected_leaves, expected_tree = jax.tree_util.tree_flatten(expected)
@@ -251,7 +251,7 @@ class Trainer:
         variables = init_controller(self.task, self.controller, init_key, example)
         params = variables["params"]
         if self.initial_params is not None:
-            params = _matching_params(params, self.initial_params)
+            params = matching_params(params, self.initial_params)
         return TrainState(
             params=params,
             opt_state=self.optimizer.init(params),
