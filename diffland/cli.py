@@ -228,46 +228,62 @@ def run_train(command: Train) -> int:
     return module.main(argv)
 
 
-def evaluate_run(run_dir: pathlib.Path) -> list[dict[str, Any]]:
-    """Rescore a run's controllers and return one row per (seed, controller, metric).
+def reproduce_metrics(run_dir: pathlib.Path) -> list[dict[str, dict[str, Any]]]:
+    """Rescore a run's controllers on its held-out set; return per seed the entries by name.
 
-    Each row holds ``reported`` (from results.json), ``reproduced`` and ``matches``.
+    Nested entries of results.json (``limit_exceeded_rate``) are flattened to dotted keys.
     """
     from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
 
-    results = read_results(run_dir)
-    loaded = _load_run(run_dir, results)
-    rows = []
-    for seed, controllers in enumerate(loaded.controllers):
+    loaded = _load_run(run_dir, read_results(run_dir))
+    per_seed = []
+    for controllers in loaded.controllers:
+        entries = {}
         for name, (controller, variables) in controllers.items():
-            entry = _reported_entry(results, name, seed, run_dir)
             _, outcome = rollout_outcomes(loaded.task, controller, variables, loaded.held_out)
-            reproduced = summarize_outcomes(outcome, loaded.optimal_propellant)
+            entry = summarize_outcomes(outcome, loaded.optimal_propellant)
             if loaded.extra_metrics is not None:
-                for key, values in loaded.extra_metrics(outcome).items():
-                    reproduced.update({f"{key}.{limit}": v for limit, v in values.items()})
-                    entry = {**entry, **{f"{key}.{k}": v for k, v in entry.get(key, {}).items()}}
-            for metric, value in reproduced.items():
+                entry.update(_flatten(loaded.extra_metrics(outcome)))
+            entries[name] = entry
+        per_seed.append(entries)
+    return per_seed
+
+
+def check_reproduction(
+    results: dict[str, Any], reproduced: list[dict[str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Return one row per (seed, controller, metric) with ``reported`` (results.json),
+    ``reproduced`` and ``matches`` (equal within :data:`REPRODUCTION_TOLERANCE`)."""
+    rows = []
+    for seed, entries in enumerate(reproduced):
+        for name, entry in entries.items():
+            reported = _flatten(_reported_entry(results, name, seed))
+            for metric, value in entry.items():
                 rows.append(
                     {
                         "seed": seed,
                         "controller": name,
                         "metric": metric,
-                        "reported": entry.get(metric),
+                        "reported": reported.get(metric),
                         "reproduced": value,
-                        "matches": _close(entry.get(metric), value),
+                        "matches": _close(reported.get(metric), value),
                     }
                 )
     return rows
 
 
-def _reported_entry(results, name, seed, run_dir) -> dict[str, Any]:
+def evaluate_run(run_dir: pathlib.Path) -> list[dict[str, Any]]:
+    """Rescore a run and compare with its results.json (see :func:`check_reproduction`)."""
+    return check_reproduction(read_results(run_dir), reproduce_metrics(run_dir))
+
+
+def _reported_entry(results: dict[str, Any], name: str, seed: int) -> dict[str, Any]:
     try:
         return results["controllers"][name]["per_seed"][seed]
     except (KeyError, IndexError):
         raise CliError(
-            f"{run_dir}/results.json has no entry for controller {name} of seed {seed}, so the "
-            "run does not match its config.json. Train the run again."
+            f"results.json has no entry for controller {name} of seed {seed}, so the run does "
+            "not match its config.json. Train the run again."
         ) from None
 
 

@@ -134,16 +134,18 @@ def apply_overrides(config: Any, assignments: Sequence[str]) -> Any:
             )
         if key in ("quick", "seeds"):
             raise ValueError(f"--set {assignment} is invalid: use the --{key} option instead.")
-        config = _replace_path(config, key.split("."), key, text.strip())
+        known = ", ".join(_field_names(type(config)))
+        config = _replace_path(config, key.split("."), key, text.strip(), known)
     return config
 
 
-def _replace_path(config: Any, path: list[str], key: str, text: str) -> Any:
+def _replace_path(config: Any, path: list[str], key: str, text: str, known: str) -> Any:
     types = _field_types(type(config))
     name = path[0]
     if name not in types:
-        known = ", ".join(_field_names(type(config)))
-        raise ValueError(f"--set {key}={text} is invalid: there is no field {key}. Known: {known}.")
+        raise ValueError(
+            f"--set {key}={text} is invalid: there is no field {key}. Known fields: {known}."
+        )
     kind = types[name]
     if dataclasses.is_dataclass(kind):
         if len(path) == 1:
@@ -151,7 +153,7 @@ def _replace_path(config: Any, path: list[str], key: str, text: str) -> Any:
             raise ValueError(
                 f"--set {key}={text} is invalid: {key} is a group of fields; set one of {fields}."
             )
-        value = _replace_path(getattr(config, name), path[1:], key, text)
+        value = _replace_path(getattr(config, name), path[1:], key, text, known)
     elif len(path) > 1:
         raise ValueError(f"--set {key}={text} is invalid: {name} has no fields.")
     else:
