@@ -107,6 +107,11 @@ class WandbWriter:
             self.run.log(values, step=step)
 
     def close(self) -> None:
+        """Finish the run.
+
+        NOTE: in offline mode (wandb 0.31) the run file can still be incomplete when this
+        returns; ``wandb.teardown()`` waits for the wandb service to write it.
+        """
         self.run.finish()
 
 
