@@ -1,7 +1,7 @@
 """The ``diffland`` command: train, evaluate, render, compare and list experiments.
 
-Every experiment is a module of the ``experiments`` package with a top-level
-``main(argv)``; the command finds them by reading the package's files, so a new module
+An experiment is any module of the ``experiments`` package with a top-level
+``main(argv)``. The command finds them by reading the package's files, so a new module
 appears without any change here.
 """
 
@@ -30,7 +30,7 @@ reproduced metric and results.json."""
 
 
 class CliError(Exception):
-    """An invalid request; the message says what failed and what to do."""
+    """An invalid request; the message states what failed and what to do."""
 
 
 # -- configs of the subcommands ---------------------------------------------------------
@@ -245,8 +245,23 @@ def reproduce_metrics(run_dir: pathlib.Path) -> list[dict[str, dict[str, Any]]]:
             if loaded.extra_metrics is not None:
                 entry.update(_flatten(loaded.extra_metrics(outcome)))
             entries[name] = entry
+        for name, fixed in loaded.fixed_entries.items():
+            entries[name] = {key: fixed[key] for key in _RESCORED_KEYS if key in fixed}
         per_seed.append(entries)
     return per_seed
+
+
+_RESCORED_KEYS = (
+    "n_eval",
+    "success_rate",
+    "no_touchdown_rate",
+    "touchdown_speed_mean",
+    "touchdown_speed_max",
+    "propellant_mean",
+    "propellant_ratio_to_optimal",
+)
+"""Keys of an entry that does not come from a controller (the fuel-optimal burn) that
+``eval`` compares; its timings are not reproducible."""
 
 
 def check_reproduction(
@@ -368,12 +383,12 @@ def run_render(command: Render) -> list[pathlib.Path]:
     if metrics.is_file():
         histories = plots.training_histories(metrics, command.seed)
         written.append(plots.plot_training_curves(histories, folder / "training.png"))
-    shown = "mlp" if "mlp" in records else next(iter(records))
+    animated = "mlp" if "mlp" in records else next(iter(records))
     written.append(
         animate_landings(
-            records[shown],
-            folder / f"landing_{shown}.{command.video}",
-            title=f"{results['experiment']}: {shown}",
+            records[animated],
+            folder / f"landing_{animated}.{command.video}",
+            title=f"{results['experiment']}: {animated}",
             frames=command.frames,
         )
     )

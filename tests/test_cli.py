@@ -70,7 +70,7 @@ def test_discovery_lists_experiment_modules():
     # The shared driver and the helpers have no main(argv).
     assert "booster_landing" not in found
     assert "common" not in found
-    assert "vertical_landing" in found and "analytic policy gradients" in found["vertical_landing"]
+    assert "analytic policy gradients" in found["vertical_landing"]
 
 
 def test_unknown_experiment_lists_known(capsys):
@@ -219,8 +219,9 @@ def test_eval_reproduces_results(tiny_run, reproduced):
 
     rows = cli.check_reproduction(results, reproduced)
 
-    assert {row["controller"] for row in rows} == {"pid_hand", "pid_tuned", "neuro_pid", "mlp"}
-    assert len(rows) == 4 * 7
+    controllers = {"pid_hand", "pid_tuned", "neuro_pid", "mlp", "fuel_optimal"}
+    assert {row["controller"] for row in rows} == controllers
+    assert len(rows) == 5 * 7
     for row in rows:
         assert row["matches"], row
     mlp = reproduced[0]["mlp"]
@@ -253,11 +254,11 @@ def test_eval_command_exit_status(tiny_run, reproduced, tmp_path, monkeypatch, c
     (changed / "results.json").write_text(json.dumps(results))
 
     assert cli.main(["eval", str(tiny_run)]) == 0
-    assert "all 28 metrics reproduce results.json" in capsys.readouterr().out
+    assert "all 35 metrics reproduce results.json" in capsys.readouterr().out
     assert cli.main(["eval", str(changed)]) == 1
     captured = capsys.readouterr()
     assert "DIFFERS" in captured.out
-    assert "1 of 28 metrics differ from results.json" in captured.err
+    assert "1 of 35 metrics differ from results.json" in captured.err
 
 
 @pytest.mark.slow

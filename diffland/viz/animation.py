@@ -71,14 +71,16 @@ def animate_landings(
         step = steps[frame]
         index = _held(record, step)
         axis.cla()
+
         position = record.position[landers, index]
         up = record.up[landers, index]
         throttle = record.throttle[landers, index]
         nose = position + up * BODY_LENGTH / 2
         tail = position - up * BODY_LENGTH / 2
-        plume = (
-            tail - up * BODY_LENGTH * throttle[:, None] * (record.active[landers, index])[:, None]
-        )
+        # No exhaust once a lander has touched down.
+        burning = throttle * record.active[landers, index]
+        plume = tail - up * BODY_LENGTH * burning[:, None]
+
         for lander in landers:
             path_so_far = record.position[lander, : index[lander] + 1]
             body = np.stack([tail[lander], nose[lander]])
@@ -91,6 +93,7 @@ def animate_landings(
                 axis.plot(path_so_far[:, 0], path_so_far[:, 2], color=colours[lander], lw=0.8)
                 axis.plot(body[:, 0], body[:, 2], color="0.2", linewidth=3)
                 axis.plot(flame[:, 0], flame[:, 2], color="orange", linewidth=2)
+
         if three_d:
             axis.set_xlim(-span, span)
             axis.set_ylim(-span, span)

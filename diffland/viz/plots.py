@@ -141,7 +141,7 @@ def plot_training_curves(
     return _save(figure, path)
 
 
-def _series_grid(records, rows, path, draw, landers):
+def _series_grid(records, rows, draw, landers):
     """Draw one column per controller and one row per entry of ``rows`` (y labels).
 
     ``draw(axes_column, record, lander, steps)`` plots one lander's active steps.
@@ -175,7 +175,7 @@ def plot_phase_portrait(
         column[0].plot([0.0], [0.0], "k+", markersize=12)
         column[0].set_xlabel("vertical velocity (m/s)")
 
-    figure, _ = _series_grid(records, ("height (m)",), path, draw, landers)
+    figure, _ = _series_grid(records, ("height (m)",), draw, landers)
     figure.tight_layout()
     return _save(figure, path)
 
@@ -203,7 +203,7 @@ def plot_ground_track(
         column[0].plot([0.0], [0.0], "k+", markersize=12)
 
     label = "height (m)" if kinds == {"planar"} else "y (m)"
-    figure, _ = _series_grid(records, (label,), path, draw, landers)
+    figure, _ = _series_grid(records, (label,), draw, landers)
     figure.tight_layout()
     return _save(figure, path)
 
@@ -229,7 +229,7 @@ def plot_controls(
             )
         column[-1].set_xlabel("time since ignition (s)")
 
-    figure, _ = _series_grid(records, rows, path, draw, landers)
+    figure, _ = _series_grid(records, rows, draw, landers)
     figure.tight_layout()
     return _save(figure, path)
 
@@ -252,7 +252,7 @@ def plot_attitude(
         column[1].set_xlabel("time since ignition (s)")
 
     rows = ("lean towards +x (deg)", "lean towards +y (deg)")
-    figure, _ = _series_grid(records, rows, path, draw, landers)
+    figure, _ = _series_grid(records, rows, draw, landers)
     figure.tight_layout()
     return _save(figure, path)
 

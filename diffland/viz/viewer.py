@@ -254,6 +254,7 @@ function drawLander(lander, index, basis, focal) {
     line(previous, point, colour, 1.5);
     previous = point;
   }
+
   context.globalAlpha = 1;
   previous = null;
   for (let k = 0; k <= current; k++) {
@@ -261,6 +262,8 @@ function drawLander(lander, index, basis, focal) {
     line(previous, point, colour, 2.5);
     previous = point;
   }
+
+  // The body along its axis, centred on the centre of mass, and the exhaust below it.
   const centre = lander.p[current];
   const axis = lander.u[current];
   const half = data.bodyLength / 2;
