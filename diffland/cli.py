@@ -17,7 +17,7 @@ import logging
 import math
 import pathlib
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -45,16 +45,17 @@ class Train:
     quick: bool = False
     """Train less (a few minutes on 2 CPU cores); the held-out set stays the same."""
     out: pathlib.Path | None = None
-    """Run folder to write (default: a new time-stamped folder under runs/)."""
+    """Run folder to write; without it, a new time-stamped folder under runs/."""
     resume: bool = False
     """Continue the run in --out from its last checkpoints."""
     seeds: int | None = None
-    """Number of training seeds (default: the experiment's, 1 for the landing experiments)."""
-    set: tuple[str, ...] = ()
+    """Number of training seeds; without it, the experiment's default (1 for the landing
+    experiments)."""
+    set: Annotated[tuple[str, ...], tyro.conf.arg(metavar="KEY=VALUE ...")] = ()
     """Config changes as KEY=VALUE, for example mlp.steps=50; keys are the fields of
     config.json, nested ones joined by dots."""
-    log_level: str = "INFO"
-    """Logging level: DEBUG, INFO, WARNING or ERROR."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Logging level."""
 
 
 @dataclasses.dataclass
@@ -77,10 +78,10 @@ class Render:
     """Training seed whose controllers are drawn."""
     frames: int = 60
     """Frames of the animation."""
-    video: str = "gif"
-    """Animation format: gif (Pillow) or mp4 (needs ffmpeg)."""
+    video: Literal["gif", "mp4"] = "gif"
+    """Animation format: gif (written with Pillow) or mp4 (needs ffmpeg)."""
     out: pathlib.Path | None = None
-    """Folder for the files (default: RUN_DIR/render)."""
+    """Folder for the files; without it, RUN_DIR/render."""
 
 
 @dataclasses.dataclass
@@ -90,7 +91,7 @@ class Bench:
     quick: bool = False
     """Measure fewer configurations."""
     out: pathlib.Path | None = None
-    """Run folder to write (default: the benchmark's own)."""
+    """Run folder to write; without it, the benchmark's own choice."""
 
 
 @dataclasses.dataclass
