@@ -61,17 +61,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_override_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--set KEY=VALUE``, which changes one field of the experiment's config.
+    """Add ``--set KEY=VALUE ...``, which changes fields of the experiment's config.
 
     An experiment that adds it must pass ``args.set`` to :func:`apply_overrides`.
     """
     parser.add_argument(
         "--set",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="change one config field, for example --set mlp.steps=50 (nested fields are "
-        "joined by dots; repeat for several fields); the fields are those of config.json",
+        help="change config fields, for example --set mlp.steps=50 control_dt=0.1 (the "
+        "fields of config.json, nested ones joined by dots)",
     )
 
 

@@ -10,7 +10,8 @@ succeeds within 10 m of the pad centre at no more than 2 m/s down, 1 m/s sideway
 degrees of tilt and 0.1 rad/s, without tipping over and with propellant left.
 
 Run ``python -m experiments.planar_landing [--quick] [--seeds N] [--out DIR] [--resume]``;
-``--pad-radius`` and the other limit options change the success criteria.
+``--pad-radius`` and the other limit options change the success criteria, and
+``--set KEY=VALUE ...`` any field of the config (``mlp.steps=300``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ gimbals 5 degrees in two axes, and roll is not controlled. A landing succeeds wi
 and 0.1 rad/s, without tipping over and with propellant left.
 
 Run ``python -m experiments.rigid_body_landing [--quick] [--seeds N] [--out DIR]
-[--resume]``; ``--pad-radius`` and the other limit options change the success criteria.
+[--resume]``; ``--pad-radius`` and the other limit options change the success criteria, and
+``--set KEY=VALUE ...`` any field of the config (``mlp.steps=300``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ scored best on a validation set during training. They are compared on a held-out
 4,096 start states (its own fixed seed) with the hand-tuned PID and with the
 fuel-optimal burn from each start state.
 
-Run ``python -m experiments.vertical_landing [--quick] [--seeds N] [--out DIR] [--resume]``.
+Run ``python -m experiments.vertical_landing [--quick] [--seeds N] [--out DIR] [--resume]
+[--set KEY=VALUE ...]``; ``--set`` changes any field of the config (``mlp.steps=300``).
 """
 
 from __future__ import annotations
