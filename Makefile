@@ -3,14 +3,20 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.docs-installed
 
-.PHONY: run test quick lint format clean
+.PHONY: run test quick lint format docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
+
+# The docs extra (mkdocs, mkdocstrings) is installed only for make docs.
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,docs]"
+	touch $(DOCS_STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m experiments.vertical_landing
@@ -25,9 +31,13 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# Builds the API reference and guides into site/; warnings are errors.
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

@@ -40,7 +40,7 @@ from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
 from diffland.training.imitation import ImitationConfig, fit_to_teacher, teacher_pairs
 from diffland.viz.plots import plot_booster_landings, plot_training_curves
 from experiments import common
-from experiments.vertical_landing import ControllerSetting, train_controller
+from experiments.vertical_landing import ControllerSetting, train_controller, trainer_config
 
 HELD_OUT_SEED = 20_261_205
 """Seed of the held-out start states; fixed so every run is scored on the same set."""
@@ -125,9 +125,18 @@ LIMIT_OPTIONS = {
 
 
 def create_config(
-    base: BoosterLandingConfig, quick: bool, seeds: int, quick_overrides: dict, **limits: float
+    base: BoosterLandingConfig,
+    quick: bool,
+    seeds: int,
+    quick_overrides: dict,
+    overrides: tuple[str, ...] | list[str] = (),
+    **limits: float,
 ) -> BoosterLandingConfig:
-    """Return ``base`` with the command-line choices applied; validates them."""
+    """Return ``base`` with the command-line choices applied; validates them.
+
+    ``overrides`` are ``--set KEY=VALUE`` assignments, applied after the ``--quick``
+    changes.
+    """
     if seeds < 1:
         raise ValueError(f"--seeds {seeds} is invalid: pass an integer >= 1.")
     for name, value in limits.items():
@@ -140,6 +149,12 @@ def create_config(
     config = dataclasses.replace(base, quick=quick, seeds=seeds, **limits)
     if quick:
         config = dataclasses.replace(config, **quick_overrides)
+    config = common.apply_overrides(config, overrides)
+    for name in ("pid", "neuro_pid", "mlp"):
+        try:
+            trainer_config(getattr(config, name), seed=0)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
     config.cost()  # raises ValueError for any remaining invalid limit
     states = config.imitation_states
     if isinstance(states, bool) or not (isinstance(states, int) and states >= 1):
@@ -338,6 +353,60 @@ def describe_setup(spec: BoosterSpec, params: Any) -> dict[str, Any]:
     }
 
 
+def draw_held_out(spec: BoosterSpec, config: BoosterLandingConfig, task: LandingTask) -> Any:
+    """Draw the held-out start states from their fixed seed and check them."""
+    held_out = _sample(
+        spec,
+        task.params,
+        jax.random.PRNGKey(HELD_OUT_SEED),
+        config.held_out_states,
+        config.sampling_chunk,
+    )
+    task.validate(held_out)
+    return held_out
+
+
+def load_run(spec: BoosterSpec, run_folder: pathlib.Path) -> common.LoadedRun:
+    """Rebuild a finished run's held-out set and controllers from its config and checkpoints."""
+    run_folder = pathlib.Path(run_folder)
+    config = common.read_run_config(run_folder, BoosterLandingConfig)
+    task = LandingTask(spec.vehicle, spec.params(), config.sim(), config.cost())
+    held_out = draw_held_out(spec, config, task)
+    example = jax.tree_util.tree_map(lambda x: x[:1], held_out)
+    first = jax.tree_util.tree_map(lambda x: x[0], held_out)
+    settings = {"pid_tuned": config.pid, "neuro_pid": config.neuro_pid, "mlp": config.mlp}
+    per_seed = []
+    for seed in range(config.seeds):
+        checkpoints = run_folder / "checkpoints" / f"seed{seed}"
+        hand = CascadedPID(task.vehicle, config.control_dt)
+        controllers = {
+            "pid_hand": (hand, init_controller(task, hand, jax.random.PRNGKey(0), first))
+        }
+        for name in ("pid_tuned", "neuro_pid", "mlp"):
+            if name == "pid_tuned":
+                controller = hand
+            elif name == "neuro_pid":
+                tuned = hand.gains_from_params(controllers["pid_tuned"][1]["params"])
+                controller = NeuroCascadedPID(task.vehicle, config.control_dt, gains=tuned)
+            else:
+                controller = MLPPolicy(task.vehicle)
+            params = common.restore_selected_params(
+                task, controller, trainer_config(settings[name], seed), checkpoints / name, example
+            )
+            controllers[name] = (controller, {"params": params})
+        per_seed.append(controllers)
+    return common.LoadedRun(
+        experiment=spec.experiment,
+        config=config,
+        task=task,
+        held_out=held_out,
+        controllers=per_seed,
+        extra_metrics=lambda outcome: {
+            "limit_exceeded_rate": limit_exceeded_rates(task.cost, outcome)
+        },
+    )
+
+
 def run(spec: BoosterSpec, config: BoosterLandingConfig, run_folder: pathlib.Path, resume: bool):
     """Run every seed, write ``results.json`` and plots, and return the results."""
     logger = logging.getLogger(spec.experiment)
@@ -345,14 +414,7 @@ def run(spec: BoosterSpec, config: BoosterLandingConfig, run_folder: pathlib.Pat
     params = spec.params()
     task = LandingTask(spec.vehicle, params, config.sim(), config.cost())
     start = time.perf_counter()
-    held_out = _sample(
-        spec,
-        params,
-        jax.random.PRNGKey(HELD_OUT_SEED),
-        config.held_out_states,
-        config.sampling_chunk,
-    )
-    task.validate(held_out)
+    held_out = draw_held_out(spec, config, task)
     timings = {"compile": 0.0, "train": 0.0, "eval": time.perf_counter() - start}
     logger.info("drew %d held-out start states in %.1f s", config.held_out_states, timings["eval"])
 
@@ -383,6 +445,7 @@ def build_parser(spec: BoosterSpec, description: str) -> argparse.ArgumentParser
         prog=f"python -m experiments.{spec.experiment}", description=description
     )
     common.add_common_arguments(parser)
+    common.add_override_argument(parser)
     parser.add_argument("--seeds", type=int, default=1, help="number of training seeds (default 1)")
     for name, text in LIMIT_OPTIONS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None, help=text)
@@ -411,7 +474,7 @@ def main(
         name: getattr(args, name) for name in LIMIT_OPTIONS if getattr(args, name) is not None
     }
     try:
-        config = create_config(base, args.quick, args.seeds, quick_overrides, **limits)
+        config = create_config(base, args.quick, args.seeds, quick_overrides, args.set, **limits)
         run_folder = common.prepare_run_folder(args.out, args.resume, spec.experiment)
         common.save_config(run_folder, config, args.resume)
     except (ValueError, common.RunFolderError) as error:

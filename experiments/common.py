@@ -9,7 +9,8 @@ import json
 import logging
 import math
 import pathlib
-from collections.abc import Mapping, Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -57,6 +58,206 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="logging level (default INFO)",
     )
+
+
+def add_override_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--set KEY=VALUE ...``, which changes fields of the experiment's config.
+
+    An experiment that adds it must pass ``args.set`` to :func:`apply_overrides`.
+    """
+    parser.add_argument(
+        "--set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change config fields, for example --set mlp.steps=50 control_dt=0.1 (the "
+        "fields of config.json, nested ones joined by dots)",
+    )
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """Return the resolved type of each field of the dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    return {field.name: hints[field.name] for field in dataclasses.fields(cls)}
+
+
+def _field_names(cls: type, prefix: str = "") -> list[str]:
+    """Return the dotted names of every leaf field of the dataclass ``cls``."""
+    names = []
+    for name, kind in _field_types(cls).items():
+        if dataclasses.is_dataclass(kind):
+            names.extend(_field_names(kind, f"{prefix}{name}."))
+        else:
+            names.append(prefix + name)
+    return names
+
+
+def _parse_value(key: str, text: str, kind: Any) -> Any:
+    """Convert the text of ``--set key=text`` to the field type ``kind``."""
+    allowed = (
+        typing.get_args(kind)
+        if typing.get_origin(kind) in (typing.Union, type(int | None))
+        else (kind,)
+    )
+    if type(None) in allowed and text.lower() in ("none", "null"):
+        return None
+    for option in allowed:
+        if option is bool:
+            lowered = text.lower()
+            if lowered in ("true", "1", "yes"):
+                return True
+            if lowered in ("false", "0", "no"):
+                return False
+        elif option in (int, float, str):
+            try:
+                return option(text)
+            except ValueError:
+                continue
+    names = " or ".join(getattr(option, "__name__", str(option)) for option in allowed)
+    raise ValueError(f"--set {key}={text} is invalid: {key} takes a value of type {names}.")
+
+
+def apply_overrides(config: Any, assignments: Sequence[str]) -> Any:
+    """Return ``config`` (a dataclass) with each ``KEY=VALUE`` of ``assignments`` applied.
+
+    Keys name fields, with dots for nested dataclasses (``mlp.steps``). Values are
+    converted to the field's type. Raises ``ValueError`` naming the assignment and the
+    accepted keys for an unknown key, a malformed assignment or a value of the wrong type.
+    ``quick`` and ``seeds`` are rejected because their own options set them.
+    """
+    for assignment in assignments:
+        key, separator, text = assignment.partition("=")
+        key = key.strip()
+        if not separator or not key:
+            raise ValueError(
+                f"--set {assignment} is invalid: write KEY=VALUE, for example --set mlp.steps=50."
+            )
+        if key in ("quick", "seeds"):
+            raise ValueError(f"--set {assignment} is invalid: use the --{key} option instead.")
+        known = ", ".join(_field_names(type(config)))
+        config = _replace_path(config, key.split("."), key, text.strip(), known)
+    return config
+
+
+def _replace_path(config: Any, path: list[str], key: str, text: str, known: str) -> Any:
+    types = _field_types(type(config))
+    name = path[0]
+    if name not in types:
+        raise ValueError(
+            f"--set {key}={text} is invalid: there is no field {key}. Known fields: {known}."
+        )
+    kind = types[name]
+    if dataclasses.is_dataclass(kind):
+        if len(path) == 1:
+            fields = ", ".join(_field_names(kind, f"{key}."))
+            raise ValueError(
+                f"--set {key}={text} is invalid: {key} is a group of fields; set one of {fields}."
+            )
+        value = _replace_path(getattr(config, name), path[1:], key, text, known)
+    elif len(path) > 1:
+        raise ValueError(f"--set {key}={text} is invalid: {name} has no fields.")
+    else:
+        value = _parse_value(key, text, kind)
+    try:
+        return dataclasses.replace(config, **{name: value})
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"--set {key}={text} is invalid: {error}") from None
+
+
+def config_from_dict(cls: type, values: Mapping[str, Any], source: str = "config.json") -> Any:
+    """Rebuild the dataclass ``cls`` (nested ones included) from its ``asdict`` form.
+
+    Raises :class:`RunFolderError` when ``values`` lacks a field or has one that ``cls``
+    does not, which means the run was written by another version of the experiment.
+    """
+    types = _field_types(cls)
+    unknown = sorted(set(values) - set(types))
+    missing = sorted(
+        field.name
+        for field in dataclasses.fields(cls)
+        if field.name not in values
+        and field.default is dataclasses.MISSING
+        and field.default_factory is dataclasses.MISSING
+    )
+    if unknown or missing:
+        raise RunFolderError(
+            f"{source} does not match {cls.__name__} (unknown fields {unknown}, missing "
+            f"fields {missing}): the run was written by another version of the experiment. "
+            "Evaluate it with that version, or train a new run."
+        )
+    arguments = {}
+    for name, value in values.items():
+        kind = types[name]
+        if dataclasses.is_dataclass(kind) and isinstance(value, Mapping):
+            value = config_from_dict(kind, value, f"{source} field {name}")
+        elif kind is float and isinstance(value, int):
+            value = float(value)
+        arguments[name] = value
+    return cls(**arguments)
+
+
+def read_run_config(run_folder: pathlib.Path, cls: type) -> Any:
+    """Read ``config.json`` of a finished or interrupted run into the dataclass ``cls``."""
+    path = pathlib.Path(run_folder) / "config.json"
+    if not path.is_file():
+        raise RunFolderError(
+            f"{path} does not exist, so {run_folder} is not a run folder. Pass the folder "
+            "that a training run wrote (the --out of diffland train)."
+        )
+    return config_from_dict(cls, json.loads(path.read_text()), str(path))
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """A run folder's task, held-out set and trained controllers, rebuilt for scoring."""
+
+    experiment: str
+    config: Any
+    task: Any
+    """The :class:`~diffland.training.LandingTask` the run trained on."""
+    held_out: Any
+    """The held-out start states (batched), drawn again from their fixed seed."""
+    controllers: list[dict[str, tuple[Any, Any]]]
+    """Per training seed: controller name to ``(module, variables)``."""
+    optimal_propellant: Any | None = None
+    """Fuel-optimal propellant from each held-out state, kg, where the experiment has it."""
+    fixed_entries: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Results entries that no controller produces (the fuel-optimal burn), per name."""
+    extra_metrics: Callable[[Any], dict[str, Any]] | None = None
+    """Returns more results-entry fields from a batched landing outcome."""
+
+
+def restore_selected_params(
+    task: Any,
+    controller: Any,
+    train_config: Any,
+    checkpoint_dir: pathlib.Path,
+    example_states: Any,
+) -> Any:
+    """Return the parameters a training run selected, read from its last checkpoint.
+
+    These are the best-validation parameters when ``train_config.select_best`` is on (the
+    experiments always pass validation states), otherwise the last ones. Raises
+    :class:`RunFolderError` when the folder has no checkpoint or none fits ``controller``.
+    """
+    from diffland.training import Trainer
+
+    if not checkpoint_dir.is_dir() or not any(checkpoint_dir.iterdir()):
+        raise RunFolderError(
+            f"no checkpoint in {checkpoint_dir}: the run did not finish training this "
+            "controller. Resume it (diffland train EXPERIMENT --resume --out RUN_DIR) first."
+        )
+    trainer = Trainer(task, controller, train_config, example_states, checkpoint_dir=checkpoint_dir)
+    try:
+        state = trainer.restore()
+    except ValueError as error:
+        raise RunFolderError(str(error)) from None
+    finally:
+        trainer.store.close()
+    if state is None:
+        raise RunFolderError(f"no readable checkpoint in {checkpoint_dir}; train the run again.")
+    return state.best_params if train_config.select_best else state.params
 
 
 def configure_logging(level: str) -> None:

@@ -10,17 +10,20 @@ succeeds within 10 m of the pad centre at no more than 2 m/s down, 1 m/s sideway
 degrees of tilt and 0.1 rad/s, without tipping over and with propellant left.
 
 Run ``python -m experiments.planar_landing [--quick] [--seeds N] [--out DIR] [--resume]``;
-``--pad-radius`` and the other limit options change the success criteria.
+``--pad-radius`` and the other limit options change the success criteria, and
+``--set KEY=VALUE ...`` any field of the config (``mlp.steps=300``).
 """
 
 from __future__ import annotations
 
+import pathlib
 import sys
 
 from diffland.dynamics import PlanarBooster, falcon9_like_planar
 from diffland.scenarios import PLANAR_SCENARIO
 from diffland.training.imitation import ImitationConfig
-from experiments.booster_landing import BoosterLandingConfig, BoosterSpec, main
+from experiments import booster_landing
+from experiments.booster_landing import BoosterLandingConfig, BoosterSpec
 from experiments.vertical_landing import ControllerSetting
 
 SPEC = BoosterSpec(
@@ -43,5 +46,16 @@ QUICK = dict(
 )
 """Changes for ``--quick``."""
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the experiment and print its results table."""
+    return booster_landing.main(SPEC, CONFIG, QUICK, __doc__.split("\n\n")[0], argv)
+
+
+def load_run(run_folder: pathlib.Path):
+    """Rebuild a finished run's held-out set and controllers (for ``diffland eval``)."""
+    return booster_landing.load_run(SPEC, run_folder)
+
+
 if __name__ == "__main__":
-    sys.exit(main(SPEC, CONFIG, QUICK, __doc__.split("\n\n")[0]))
+    sys.exit(main())

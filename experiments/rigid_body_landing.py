@@ -11,17 +11,20 @@ gimbals 5 degrees in two axes, and roll is not controlled. A landing succeeds wi
 and 0.1 rad/s, without tipping over and with propellant left.
 
 Run ``python -m experiments.rigid_body_landing [--quick] [--seeds N] [--out DIR]
-[--resume]``; ``--pad-radius`` and the other limit options change the success criteria.
+[--resume]``; ``--pad-radius`` and the other limit options change the success criteria, and
+``--set KEY=VALUE ...`` any field of the config (``mlp.steps=300``).
 """
 
 from __future__ import annotations
 
+import pathlib
 import sys
 
 from diffland.dynamics import RigidBody, falcon9_like_rigid_body
 from diffland.scenarios import RIGID_BODY_SCENARIO
 from diffland.training.imitation import ImitationConfig
-from experiments.booster_landing import BoosterLandingConfig, BoosterSpec, main
+from experiments import booster_landing
+from experiments.booster_landing import BoosterLandingConfig, BoosterSpec
 from experiments.vertical_landing import ControllerSetting
 
 SPEC = BoosterSpec(
@@ -44,5 +47,16 @@ QUICK = dict(
 )
 """Changes for ``--quick``."""
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the experiment and print its results table."""
+    return booster_landing.main(SPEC, CONFIG, QUICK, __doc__.split("\n\n")[0], argv)
+
+
+def load_run(run_folder: pathlib.Path):
+    """Rebuild a finished run's held-out set and controllers (for ``diffland eval``)."""
+    return booster_landing.load_run(SPEC, run_folder)
+
+
 if __name__ == "__main__":
-    sys.exit(main(SPEC, CONFIG, QUICK, __doc__.split("\n\n")[0]))
+    sys.exit(main())

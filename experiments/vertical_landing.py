@@ -13,7 +13,8 @@ scored best on a validation set during training. They are compared on a held-out
 4,096 start states (its own fixed seed) with the hand-tuned PID and with the
 fuel-optimal burn from each start state.
 
-Run ``python -m experiments.vertical_landing [--quick] [--seeds N] [--out DIR] [--resume]``.
+Run ``python -m experiments.vertical_landing [--quick] [--seeds N] [--out DIR] [--resume]
+[--set KEY=VALUE ...]``; ``--set`` changes any field of the config (``mlp.steps=300``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import pathlib
 import sys
 import time
@@ -99,6 +101,24 @@ class VerticalLandingConfig:
             mlp=ControllerSetting(steps=150, learning_rate=3e-3),
         )
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid setting (before anything compiles)."""
+        for name in ("train_pool", "validation_states", "held_out_states", "sampling_chunk"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} = {value!r} is invalid: pass an integer >= 1.")
+        for name in ("control_dt", "horizon_seconds"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
+                raise ValueError(
+                    f"{name} = {value!r} is invalid: pass a positive number of seconds."
+                )
+        for name in ("pid", "neuro_pid", "mlp"):
+            try:
+                trainer_config(getattr(self, name), seed=0)
+            except ValueError as error:
+                raise ValueError(f"{name}: {error}") from None
+
 
 def sample_training_sets(
     seed: int, config: VerticalLandingConfig, task: LandingTask
@@ -119,6 +139,18 @@ def sample_training_sets(
     return sets[0], sets[1]
 
 
+def trainer_config(setting: ControllerSetting, seed: int) -> TrainConfig:
+    """Return the trainer settings of one controller and seed."""
+    return TrainConfig(
+        steps=setting.steps,
+        batch_size=setting.batch_size,
+        learning_rate=setting.learning_rate,
+        seed=seed,
+        eval_every=50,
+        checkpoint_every=100,
+    )
+
+
 def train_controller(
     name: str,
     controller: Any,
@@ -135,14 +167,7 @@ def train_controller(
     ``initial_params`` replaces the controller's own initial parameters (a resumed run
     continues from its checkpoint instead).
     """
-    train_config = TrainConfig(
-        steps=setting.steps,
-        batch_size=setting.batch_size,
-        learning_rate=setting.learning_rate,
-        seed=seed,
-        eval_every=50,
-        checkpoint_every=100,
-    )
+    train_config = trainer_config(setting, seed)
     history = MetricsHistory()
     board = TensorBoardWriter(run_folder / "tensorboard" / f"seed{seed}" / name)
     bar = ProgressBar(setting.steps, description=f"{name} (seed {seed})")
@@ -248,25 +273,75 @@ def fuel_optimal_entry(optimum: Any) -> dict[str, Any]:
     }
 
 
+def build_task(config: VerticalLandingConfig) -> LandingTask:
+    """Return the landing task of the experiment: vehicle, parameters and rollout settings."""
+    horizon = int(round(config.horizon_seconds / config.control_dt))
+    return LandingTask(
+        VerticalLander(),
+        falcon9_like(),
+        SimConfig(control_dt=config.control_dt, substeps=1, horizon=horizon),
+    )
+
+
+def draw_held_out(config: VerticalLandingConfig, task: LandingTask) -> tuple[Any, Any]:
+    """Draw the held-out start states and their fuel-optimal burns from the fixed seed."""
+    return sample_landing_burn_states(
+        jax.random.PRNGKey(HELD_OUT_SEED),
+        config.held_out_states,
+        task.vehicle,
+        task.params,
+        LandingBurnScenario(),
+        chunk=config.sampling_chunk,
+    )
+
+
+def load_run(run_folder: pathlib.Path) -> common.LoadedRun:
+    """Rebuild a finished run's held-out set and controllers from its config and checkpoints."""
+    run_folder = pathlib.Path(run_folder)
+    config = common.read_run_config(run_folder, VerticalLandingConfig)
+    task = build_task(config)
+    held_out, optimum = draw_held_out(config, task)
+    example = jax.tree_util.tree_map(lambda x: x[:1], held_out)
+    settings = {"pid_tuned": config.pid, "neuro_pid": config.neuro_pid, "mlp": config.mlp}
+    per_seed = []
+    for seed in range(config.seeds):
+        checkpoints = run_folder / "checkpoints" / f"seed{seed}"
+        hand = VerticalPID(task.vehicle, config.control_dt)
+        first = jax.tree_util.tree_map(lambda x: x[0], held_out)
+        controllers = {
+            "pid_hand": (hand, init_controller(task, hand, jax.random.PRNGKey(0), first))
+        }
+        pid = VerticalPID(task.vehicle, config.control_dt)
+        for name in ("pid_tuned", "neuro_pid", "mlp"):
+            if name == "pid_tuned":
+                controller = pid
+            elif name == "neuro_pid":
+                gains = pid.gains_from_params(controllers["pid_tuned"][1]["params"])
+                controller = NeuroPID(task.vehicle, config.control_dt, gains=gains)
+            else:
+                controller = MLPPolicy(task.vehicle)
+            params = common.restore_selected_params(
+                task, controller, trainer_config(settings[name], seed), checkpoints / name, example
+            )
+            controllers[name] = (controller, {"params": params})
+        per_seed.append(controllers)
+    return common.LoadedRun(
+        experiment=EXPERIMENT,
+        config=config,
+        task=task,
+        held_out=held_out,
+        controllers=per_seed,
+        optimal_propellant=optimum.propellant,
+        fixed_entries={"fuel_optimal": fuel_optimal_entry(optimum)},
+    )
+
+
 def run(config: VerticalLandingConfig, run_folder: pathlib.Path, resume: bool) -> dict:
     """Run every seed, write ``results.json`` and plots, and return the results."""
     total_start = time.perf_counter()
-    vehicle = VerticalLander()
-    params = falcon9_like()
-    horizon = int(round(config.horizon_seconds / config.control_dt))
-    task = LandingTask(
-        vehicle, params, SimConfig(control_dt=config.control_dt, substeps=1, horizon=horizon)
-    )
-    scenario = LandingBurnScenario()
+    task = build_task(config)
     start = time.perf_counter()
-    held_out, held_out_optimum = sample_landing_burn_states(
-        jax.random.PRNGKey(HELD_OUT_SEED),
-        config.held_out_states,
-        vehicle,
-        params,
-        scenario,
-        chunk=config.sampling_chunk,
-    )
+    held_out, held_out_optimum = draw_held_out(config, task)
     sampling_seconds = time.perf_counter() - start
     logger.info(
         "drew %d held-out start states and their fuel-optimal burns in %.1f s",
@@ -295,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
     )
     common.add_common_arguments(parser)
+    common.add_override_argument(parser)
     parser.add_argument("--seeds", type=int, default=1, help="number of training seeds (default 1)")
     return parser
 
@@ -306,6 +382,8 @@ def resume_command(args: argparse.Namespace, run_folder: pathlib.Path) -> str:
         command += " --quick"
     if args.seeds != 1:
         command += f" --seeds {args.seeds}"
+    for assignment in args.set:
+        command += f" --set {assignment}"
     return command
 
 
@@ -327,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     common.configure_logging(args.log_level)
     try:
         config = VerticalLandingConfig.create(args.quick, args.seeds)
+        config = common.apply_overrides(config, args.set)
+        config.validate()
         run_folder = common.prepare_run_folder(args.out, args.resume, EXPERIMENT)
         common.save_config(run_folder, config, args.resume)
     except (ValueError, common.RunFolderError) as error:

@@ -7,6 +7,7 @@ from diffland.training.callbacks import (
     MetricsHistory,
     ProgressBar,
     TensorBoardWriter,
+    WandbWriter,
 )
 from diffland.training.checkpoint import CheckpointStore
 from diffland.training.cost import LandingCost, LandingOutcome, landing_cost_terms, landing_outcome
@@ -40,6 +41,7 @@ __all__ = [
     "MetricsHistory",
     "ProgressBar",
     "TensorBoardWriter",
+    "WandbWriter",
     "TrainConfig",
     "TrainResult",
     "TrainState",

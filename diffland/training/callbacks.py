@@ -1,4 +1,4 @@
-"""Metric sinks for the trainer: JSON lines, TensorBoard and a tqdm progress bar.
+"""Metric sinks for the trainer: JSON lines, TensorBoard, Weights & Biases and a tqdm bar.
 
 A callback is any callable ``callback(step, metrics)`` where ``metrics`` maps namespaced
 names (``train/loss``, ``train/grad_norm``, ``eval/success_rate``, ...) to floats, so
@@ -61,6 +61,58 @@ class TensorBoardWriter:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class WandbWriter:
+    """Log metrics to a Weights & Biases run, under the same names as TensorBoard.
+
+    Needs the ``wandb`` extra (``pip install diffland[wandb]``). With the environment
+    variable ``WANDB_MODE=offline`` (or ``mode="offline"``) the run is only written under
+    ``directory`` and nothing is sent over the network; ``wandb sync`` uploads it later.
+    Non-finite values are left out, as in :class:`TensorBoardWriter`.
+    """
+
+    def __init__(
+        self,
+        project: str = "diffland",
+        directory: str | pathlib.Path | None = None,
+        name: str | None = None,
+        config: Mapping[str, object] | None = None,
+        mode: str | None = None,
+        prefix: str = "",
+    ):
+        try:
+            import wandb
+        except ImportError as error:
+            raise ImportError(
+                "WandbWriter needs the wandb package, which is not installed. Install it with "
+                "pip install 'diffland[wandb]'."
+            ) from error
+        settings = {"project": project, "name": name, "config": dict(config or {})}
+        if directory is not None:
+            pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
+            settings["dir"] = str(directory)
+        if mode is not None:
+            settings["mode"] = mode
+        self.run = wandb.init(**settings)
+        self.prefix = prefix
+
+    def __call__(self, step: int, metrics: Mapping[str, float]) -> None:
+        values = {
+            self.prefix + name: float(value)
+            for name, value in metrics.items()
+            if math.isfinite(float(value))
+        }
+        if values:
+            self.run.log(values, step=step)
+
+    def close(self) -> None:
+        """Finish the run.
+
+        NOTE: in offline mode (wandb 0.31) the run file can still be incomplete when this
+        returns; ``wandb.teardown()`` waits for the wandb service to write it.
+        """
+        self.run.finish()
 
 
 class ProgressBar:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Mapping
 
@@ -13,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from diffland.dynamics.simulate import Trajectory  # noqa: E402
 from diffland.training.callbacks import MetricsHistory  # noqa: E402
+from diffland.viz.flight import FlightRecord  # noqa: E402
 
 
 def plot_vertical_landings(
@@ -137,6 +139,139 @@ def plot_training_curves(
         axis.legend()
     figure.tight_layout()
     return _save(figure, path)
+
+
+def _series_grid(records, rows, draw, landers):
+    """Draw one column per controller and one row per entry of ``rows`` (y labels).
+
+    ``draw(axes_column, record, lander, steps)`` plots one lander's active steps.
+    """
+    names = list(records)
+    figure, axes = plt.subplots(
+        len(rows), len(names), figsize=(4 * len(names), 2.8 * len(rows)), squeeze=False
+    )
+    for column, name in enumerate(names):
+        record = records[name]
+        for lander in range(min(landers, record.landers)):
+            steps = np.flatnonzero(record.active[lander])
+            draw(axes[:, column], record, lander, steps)
+        axes[0, column].set_title(name)
+        for row, label in enumerate(rows):
+            axes[row, column].set_ylabel(label)
+    return figure, axes
+
+
+def plot_phase_portrait(
+    records: Mapping[str, FlightRecord], path: str | pathlib.Path, landers: int = 8
+) -> pathlib.Path:
+    """Plot height of the lowest point against vertical velocity, one panel per controller.
+
+    A landing ends at the origin: zero height at zero speed. Steps after touchdown are
+    left out.
+    """
+
+    def draw(column, record, lander, steps):
+        column[0].plot(record.velocity[lander, steps, 2], record.height[lander, steps])
+        column[0].plot([0.0], [0.0], "k+", markersize=12)
+        column[0].set_xlabel("vertical velocity (m/s)")
+
+    figure, _ = _series_grid(records, ("height (m)",), draw, landers)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_ground_track(
+    records: Mapping[str, FlightRecord], path: str | pathlib.Path, landers: int = 8
+) -> pathlib.Path:
+    """Plot each lander's path over the ground (x, y) relative to the pad centre, m.
+
+    A planar booster moves along x only, so its track is drawn against height instead.
+    Vertical landers have no horizontal motion; raises ``ValueError`` for them.
+    """
+    kinds = {record.vehicle for record in records.values()}
+    if kinds == {"vertical"}:
+        raise ValueError("vertical landers have no ground track; plot_phase_portrait fits them.")
+
+    def draw(column, record, lander, steps):
+        if record.vehicle == "planar":
+            column[0].plot(record.position[lander, steps, 0], record.height[lander, steps])
+            column[0].set_xlabel("x (m)")
+        else:
+            column[0].plot(record.position[lander, steps, 0], record.position[lander, steps, 1])
+            column[0].set_xlabel("x (m)")
+            column[0].set_aspect("equal", adjustable="datalim")
+        column[0].plot([0.0], [0.0], "k+", markersize=12)
+
+    label = "height (m)" if kinds == {"planar"} else "y (m)"
+    figure, _ = _series_grid(records, (label,), draw, landers)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_controls(
+    records: Mapping[str, FlightRecord], path: str | pathlib.Path, landers: int = 8
+) -> pathlib.Path:
+    """Plot commanded throttle and gimbal angles (degrees) against time since ignition.
+
+    The gimbal row is left out for the vertical lander, which has no gimbal. For the
+    6-DOF booster both gimbal axes are drawn, the second dashed.
+    """
+    has_gimbal = any(record.gimbal.shape[-1] for record in records.values())
+    rows = ("throttle", "gimbal (deg)") if has_gimbal else ("throttle",)
+
+    def draw(column, record, lander, steps):
+        time = record.time[steps]
+        line = column[0].plot(time, record.throttle[lander, steps])[0]
+        for axis_index in range(record.gimbal.shape[-1] if has_gimbal else 0):
+            style = "-" if axis_index == 0 else "--"
+            column[1].plot(
+                time, record.gimbal[lander, steps, axis_index], style, color=line.get_color()
+            )
+        column[-1].set_xlabel("time since ignition (s)")
+
+    figure, _ = _series_grid(records, rows, draw, landers)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_attitude(
+    records: Mapping[str, FlightRecord], path: str | pathlib.Path, landers: int = 8
+) -> pathlib.Path:
+    """Plot the lean of the body axis towards +x and +y (degrees) against time.
+
+    For the planar booster the lean towards +x is its pitch. Raises ``ValueError`` for
+    vertical landers, which always point straight up.
+    """
+    if {record.vehicle for record in records.values()} == {"vertical"}:
+        raise ValueError("vertical landers have no attitude to plot; they always point up.")
+
+    def draw(column, record, lander, steps):
+        time = record.time[steps]
+        column[0].plot(time, record.lean[lander, steps, 0])
+        column[1].plot(time, record.lean[lander, steps, 1])
+        column[1].set_xlabel("time since ignition (s)")
+
+    rows = ("lean towards +x (deg)", "lean towards +y (deg)")
+    figure, _ = _series_grid(records, rows, draw, landers)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def training_histories(
+    metrics_path: str | pathlib.Path, seed: int = 0
+) -> dict[str, MetricsHistory]:
+    """Read ``metrics.jsonl`` of a run into one history per controller of ``seed``."""
+    controllers = []
+    with pathlib.Path(metrics_path).open() as handle:
+        for line in handle:
+            record = json.loads(line)
+            name = record.get("controller")
+            if record.get("seed") == seed and name is not None and name not in controllers:
+                controllers.append(name)
+    return {
+        name: MetricsHistory.from_jsonl(metrics_path, controller=name, seed=seed)
+        for name in controllers
+    }
 
 
 def _save(figure, path) -> pathlib.Path:
