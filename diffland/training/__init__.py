@@ -17,6 +17,7 @@ from diffland.training.imitation import (
     fit_to_teacher,
     teacher_pairs,
 )
+from diffland.training.parallel import DataParallel
 from diffland.training.task import LandingTask, batch_rollout, controller_rollout, init_controller
 from diffland.training.trainer import (
     CHECKS_ENV,
@@ -30,6 +31,7 @@ from diffland.training.trainer import (
 __all__ = [
     "CHECKS_ENV",
     "CheckpointStore",
+    "DataParallel",
     "ImitationConfig",
     "ImitationResult",
     "JsonlWriter",
