@@ -1,14 +1,39 @@
-"""Faults during training: damaged checkpoints and non-finite updates."""
+"""Faults during training: stop signals, a killed process, damaged checkpoints, NaN updates.
+
+One run of the ``train`` scenario of ``training_scenarios.py`` is stopped three times in
+subprocesses that wait inside a chosen step, so each fault lands at a known point. It
+receives SIGTERM at step 3, SIGINT at step 5 after resuming, and SIGKILL at step 7 after
+resuming again. A last resume trains to the end, and its state is compared with an
+uninterrupted run of the same task.
+"""
 
 import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_training import NaNGradientPolicy, landing_task, start_pool, train_config
+from training_scenarios import CHECKPOINT_EVERY, STEPS, subprocess_environment
 
-from diffland.training import CheckpointStore, Trainer
+from diffland.training import CheckpointStore, Trainer, TrainingInterrupted
+from diffland.training.interrupts import StopSignals
+
+SCRIPT = pathlib.Path(__file__).with_name("training_scenarios.py")
+WAIT_LIMIT_S = 600.0
+"""Maximum wait for a subprocess to reach its paused step or to exit before the test fails."""
+STOPS = {
+    "sigterm": (3, signal.SIGTERM),
+    "sigint": (5, signal.SIGINT),
+    "sigkill": (7, signal.SIGKILL),
+}
+"""Step at which each stage of the chain pauses, and the signal it then receives."""
 
 
 def assert_trees_close(actual, expected, atol):
@@ -26,6 +51,144 @@ def assert_all_finite(tree):
         value = np.asarray(leaf)
         if np.issubdtype(value.dtype, np.inexact):
             assert np.all(np.isfinite(value)), jax.tree_util.keystr(path)
+
+
+def stop_paused_run(folder, env, resume, pause_step, signal_number):
+    """Run the scenario until it waits inside ``pause_step``, send the signal, let it go on.
+
+    Returns the exit status, stderr and the checkpoint steps left afterwards.
+    """
+    for marker in ("paused", "release"):
+        (folder / marker).unlink(missing_ok=True)
+    command = [sys.executable, str(SCRIPT), "train", str(folder), "--pause-at", str(pause_step)]
+    if resume:
+        command.append("--resume")
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while not (folder / "paused").exists():
+        if process.poll() is not None:
+            _, stderr = process.communicate()
+            pytest.fail(f"the training subprocess exited before step {pause_step}:\n{stderr}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the training subprocess did not reach step {pause_step}")
+        time.sleep(0.05)
+    process.send_signal(signal_number)
+    (folder / "release").touch()
+    _, stderr = process.communicate(timeout=WAIT_LIMIT_S)
+    steps = CheckpointStore(folder / "checkpoints").steps()
+    return process.returncode, stderr, steps
+
+
+@pytest.fixture(scope="module")
+def fault_chain(tmp_path_factory):
+    """Run the three stopped stages and the final resume; return what each one left."""
+    base = tmp_path_factory.mktemp("faults")
+    folder = base / "run"
+    folder.mkdir()
+    env = subprocess_environment(tmp_path_factory.getbasetemp() / "jax-compilation-cache")
+    stages = {}
+    for index, (name, (pause_step, number)) in enumerate(STOPS.items()):
+        stages[name] = stop_paused_run(folder, env, index > 0, pause_step, number)
+    final = subprocess.run(
+        [sys.executable, str(SCRIPT), "train", str(folder), "--resume"]
+        + ["--reference", str(base / "reference")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_LIMIT_S,
+        check=False,
+    )
+    assert final.returncode == 0, final.stderr
+    with np.load(folder / "final.npz") as resumed, np.load(base / "reference/final.npz") as ref:
+        stages["resumed"] = {name: resumed[name] for name in resumed.files}
+        stages["reference"] = {name: ref[name] for name in ref.files}
+    return stages
+
+
+# -- signals and kill --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["sigterm", "sigint"])
+def test_stop_signal_saves_update_in_flight(fault_chain, stage):
+    status, stderr, steps = fault_chain[stage]
+    pause_step, number = STOPS[stage]
+    name = signal.Signals(number).name
+
+    assert status == 128 + number, stderr
+    assert f"received {name}; stopping after the current update" in stderr
+    assert f"stopped by {name} after step {pause_step}" in stderr
+    assert "resume=True" in stderr
+    assert "--resume" in stderr
+    assert steps[-1] == pause_step
+
+
+@pytest.mark.slow
+def test_kill_9_keeps_last_checkpoint(fault_chain):
+    status, _, steps = fault_chain["sigkill"]
+    pause_step, _ = STOPS["sigkill"]
+
+    assert status == -signal.SIGKILL
+    assert steps[-1] == pause_step - pause_step % CHECKPOINT_EVERY
+
+
+@pytest.mark.slow
+def test_resumed_run_matches_uninterrupted(fault_chain):
+    resumed = fault_chain["resumed"]
+    reference = fault_chain["reference"]
+    pause_step, _ = STOPS["sigkill"]
+
+    assert int(resumed["resumed_from"]) == pause_step - pause_step % CHECKPOINT_EVERY
+    assert int(resumed["step"]) == STEPS
+    np.testing.assert_array_equal(resumed["key"], reference["key"])
+    names = [name for name in reference if name.startswith(("params", "opt_state"))]
+    assert any(name.startswith("params") for name in names)
+    for name in names:
+        np.testing.assert_allclose(resumed[name], reference[name], rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_second_signal_raises_at_once():
+    with StopSignals() as stop:
+        stop.mode = "defer"
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.pending == signal.SIGTERM
+        with pytest.raises(TrainingInterrupted, match="SIGTERM"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_signals_ignored_while_saving(caplog):
+    with StopSignals() as stop:
+        stop.mode = "ignore"
+        with caplog.at_level(logging.WARNING, logger="diffland.training.interrupts"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert stop.pending is None
+    assert "received SIGINT while saving the final checkpoint" in caplog.text
+
+
+def test_stop_signals_restore_handlers():
+    def custom(number, frame):
+        raise AssertionError("the previous handler ran inside StopSignals")
+
+    previous = signal.signal(signal.SIGTERM, custom)
+    try:
+        with StopSignals():
+            assert signal.getsignal(signal.SIGTERM) is not custom
+        assert signal.getsignal(signal.SIGTERM) is custom
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_ignored_signal_stays_ignored():
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with StopSignals():
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -- damaged checkpoints -----------------------------------------------------------------

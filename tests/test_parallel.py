@@ -5,7 +5,6 @@ subprocess started with ``--xla_force_host_platform_device_count=4``. The test p
 keeps its one device and restores the checkpoint written there.
 """
 
-import os
 import pathlib
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from training_scenarios import flat_params, make_trainer
+from training_scenarios import flat_params, make_trainer, subprocess_environment
 
 from diffland.training import TrainConfig
 
@@ -21,14 +20,8 @@ SCRIPT = pathlib.Path(__file__).with_name("training_scenarios.py")
 FORCED_DEVICES = 4
 
 
-def run_scenario(*args, devices=None, timeout=300):
+def run_scenario(*args, env, timeout=600):
     """Run the scenario script and return the completed process (output captured)."""
-    env = dict(os.environ)
-    if devices is not None:
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} " + (
-            f"--xla_force_host_platform_device_count={devices}"
-        )
-        env["JAX_PLATFORMS"] = "cpu"
     return subprocess.run(
         [sys.executable, str(SCRIPT), *map(str, args)],
         env=env,
@@ -43,7 +36,9 @@ def run_scenario(*args, devices=None, timeout=300):
 def four_device_run(tmp_path_factory):
     """Run the ``devices`` scenario on four CPU devices; return its folder and arrays."""
     folder = tmp_path_factory.mktemp("devices")
-    completed = run_scenario("devices", folder, devices=FORCED_DEVICES)
+    cache = tmp_path_factory.getbasetemp() / "jax-compilation-cache"
+    env = subprocess_environment(cache, devices=FORCED_DEVICES)
+    completed = run_scenario("devices", folder, env=env)
     assert completed.returncode == 0, completed.stderr[-4000:]
     with np.load(folder / "devices.npz") as data:
         arrays = {name: data[name] for name in data.files}

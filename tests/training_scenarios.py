@@ -3,13 +3,16 @@
 The tests import :func:`make_trainer` so that a run in the test process trains exactly
 like one in a subprocess. As a script::
 
-    python tests/training_scenarios.py train FOLDER [--pause-at STEP]
+    python tests/training_scenarios.py train FOLDER [--resume] [--pause-at STEP]
+        [--reference OTHER]
     python tests/training_scenarios.py devices FOLDER
 
-``train`` trains into ``FOLDER/checkpoints``. With ``--pause-at`` it writes
-``FOLDER/paused`` while step STEP is logged and waits there until ``FOLDER/release``
-exists, so a test can signal or kill it at a known step. A stop by SIGINT or SIGTERM
-exits with status 128 plus the signal number.
+``train`` trains into ``FOLDER/checkpoints`` and writes the final state to
+``FOLDER/final.npz``. With ``--pause-at`` it writes ``FOLDER/paused`` while step STEP is
+logged and waits there until ``FOLDER/release`` exists, so a test can signal or kill it
+at a known step. A stop by SIGINT or SIGTERM exits with status 128 plus the signal
+number. ``--reference OTHER`` then trains the same task again without checkpoints or
+interruptions and writes ``OTHER/final.npz``.
 
 ``devices`` compares data-parallel training on every device with one-device training,
 restores the checkpoint written on every device on two of them, and builds a trainer
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pathlib
+import signal
 import sys
 import time
 
@@ -31,11 +36,28 @@ import numpy as np
 
 from diffland.controllers import MLPPolicy
 from diffland.dynamics import SimConfig, VerticalLander, falcon9_like, make_vertical_state
-from diffland.training import LandingTask, TrainConfig, Trainer
+from diffland.training import LandingTask, TrainConfig, Trainer, TrainingInterrupted
 
 VEHICLE = VerticalLander()
 STEPS = 8
 CHECKPOINT_EVERY = 2
+
+
+def subprocess_environment(cache_dir: pathlib.Path, devices: int | None = None) -> dict:
+    """Return the environment for running this script from a test.
+
+    The runs share a persistent compilation cache, so only the first one of each device
+    count compiles the update. ``devices`` forces that many CPU devices.
+    """
+    env = dict(os.environ)
+    env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    if devices is not None:
+        flag = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
+        env["JAX_PLATFORMS"] = "cpu"
+    return env
 
 
 def start_pool(count=16, seed=0):
@@ -80,6 +102,15 @@ def flat_params(params) -> dict[str, np.ndarray]:
     }
 
 
+def flat_state(state) -> dict[str, np.ndarray]:
+    """Return the parameters, optimiser state and key of a TrainState as host arrays."""
+    arrays = {"step": np.asarray(state.step), "key": np.asarray(state.key)}
+    for part in ("params", "opt_state"):
+        for path, leaf in jax.tree_util.tree_leaves_with_path(getattr(state, part)):
+            arrays[f"{part}{jax.tree_util.keystr(path)}"] = np.asarray(leaf)
+    return arrays
+
+
 def pause_at(step: int, folder: pathlib.Path):
     """Return a callback that waits inside step ``step`` until ``folder/release`` exists."""
 
@@ -93,13 +124,20 @@ def pause_at(step: int, folder: pathlib.Path):
     return callback
 
 
-def run_train(folder: pathlib.Path, pause_step: int | None) -> int:
+def run_train(
+    folder: pathlib.Path, resume: bool, pause_step: int | None, reference: pathlib.Path | None
+) -> int:
     callbacks = [pause_at(pause_step, folder)] if pause_step is not None else []
     trainer = make_trainer(folder / "checkpoints", callbacks)
     try:
-        trainer.train()
-    except KeyboardInterrupt:
-        return 130
+        result = trainer.train(resume=resume)
+    except TrainingInterrupted as interrupt:
+        return interrupt.exit_status
+    resumed_from = -1 if result.resumed_from is None else result.resumed_from
+    np.savez(folder / "final.npz", resumed_from=resumed_from, **flat_state(result.state))
+    if reference is not None:
+        reference.mkdir(parents=True, exist_ok=True)
+        np.savez(reference / "final.npz", **flat_state(make_trainer().train().state))
     return 0
 
 
@@ -139,12 +177,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("scenario", choices=("train", "devices"))
     parser.add_argument("folder", type=pathlib.Path)
+    parser.add_argument("--resume", action="store_true")
     parser.add_argument("--pause-at", type=int, default=None)
+    parser.add_argument("--reference", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # force=True: importing orbax already installs a root handler.
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
     args.folder.mkdir(parents=True, exist_ok=True)
+    # As in an interactive shell: a test's background process may have SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.scenario == "train":
-        return run_train(args.folder, args.pause_at)
+        return run_train(args.folder, args.resume, args.pause_at, args.reference)
     return run_devices(args.folder)
 
 

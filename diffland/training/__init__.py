@@ -17,6 +17,7 @@ from diffland.training.imitation import (
     fit_to_teacher,
     teacher_pairs,
 )
+from diffland.training.interrupts import TrainingInterrupted
 from diffland.training.parallel import DataParallel
 from diffland.training.task import LandingTask, batch_rollout, controller_rollout, init_controller
 from diffland.training.trainer import (
@@ -46,6 +47,7 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "Trainer",
+    "TrainingInterrupted",
     "batch_rollout",
     "controller_rollout",
     "fit_to_teacher",

@@ -28,6 +28,7 @@ from jax.experimental import checkify
 
 from diffland.training.checkpoint import CheckpointStore
 from diffland.training.cost import landing_cost_terms, landing_outcome
+from diffland.training.interrupts import StopSignals, TrainingInterrupted
 from diffland.training.parallel import DataParallel
 from diffland.training.task import LandingTask, batch_rollout, init_controller
 
@@ -408,12 +409,23 @@ class Trainer:
         return state
 
     def train(self, resume: bool = False) -> TrainResult:
-        """Run the updates up to ``config.steps``; with ``resume``, continue a checkpoint."""
+        """Run the updates up to ``config.steps``; with ``resume``, continue a checkpoint.
+
+        SIGINT (Ctrl-C) and SIGTERM stop training after the update in flight. Its state
+        is saved as a checkpoint (when a checkpoint folder is set), a logged warning
+        explains how to resume, and :class:`TrainingInterrupted`, a ``KeyboardInterrupt``,
+        is raised. A ``KeyboardInterrupt`` raised by a callback saves the newest finished
+        state the same way.
+        """
         if not resume and self.store is not None and self.store.steps():
             raise ValueError(
                 f"{self.store.directory} already contains checkpoints {self.store.steps()}; pass "
                 "resume=True to continue them, or choose an empty checkpoint folder."
             )
+        with StopSignals() as stop:
+            return self._train(resume, stop)
+
+    def _train(self, resume: bool, stop: StopSignals) -> TrainResult:
         state = self.restore() if resume else None
         resumed_from = int(state.step) if state is not None else None
         if state is None:
@@ -446,6 +458,7 @@ class Trainer:
         # done; an interruption saves it, never a state caught halfway through.
         processed = state
         saved_step = int(state.step)
+        stop.mode = "defer"
         try:
             while int(processed.step) < self.config.steps:
                 state, metrics = self.step(processed)
@@ -461,15 +474,16 @@ class Trainer:
                     self._raise_diverged(step, host_metrics)
                 if step % self.config.checkpoint_every == 0 or step == self.config.steps:
                     saved_step = self._save(timed(processed))
-        except KeyboardInterrupt:
+                if stop.pending is not None:
+                    raise TrainingInterrupted(stop.pending)
+        except KeyboardInterrupt as interrupt:
+            stop.mode = "ignore"
             if int(processed.step) != saved_step:
-                self._save_after_interrupt(timed(processed))
-            logger.warning(
-                "training interrupted after step %d; the last checkpoint is in %s",
-                int(processed.step),
-                self.store.directory if self.store is not None else "(no checkpoint folder)",
-            )
+                saved_step = self._save_after_interrupt(timed(processed), saved_step)
+            self._log_interrupted(interrupt, int(processed.step), saved_step)
             raise
+        finally:
+            stop.mode = "raise"
         state = processed
         jax.block_until_ready(state)
         state = timed(state)
@@ -503,12 +517,36 @@ class Trainer:
             self.store.save(step, state)
         return step
 
-    def _save_after_interrupt(self, state: TrainState) -> None:
+    def _save_after_interrupt(self, state: TrainState, saved_step: int) -> int:
+        """Checkpoint ``state``; return its step, or ``saved_step`` when the write failed."""
         try:
-            self._save(state)
+            return self._save(state)
         except OSError as error:
-            # A second interrupt can land inside orbax's own write of the same step.
+            # A signal that raised at once can land inside orbax's own write of this step.
             logger.warning("could not save step %d after the interrupt: %s", state.step, error)
+            return saved_step
+
+    def _log_interrupted(self, interrupt: KeyboardInterrupt, step: int, saved_step: int) -> None:
+        cause = (
+            f"by {interrupt}" if isinstance(interrupt, TrainingInterrupted) else "by an interrupt"
+        )
+        if self.store is None:
+            logger.warning(
+                "training stopped %s after step %d; no checkpoint folder was given, so this "
+                "progress is not saved",
+                cause,
+                step,
+            )
+            return
+        logger.warning(
+            "training stopped %s after step %d; the newest checkpoint is step %d in %s. To "
+            "continue, call Trainer.train(resume=True) with the same checkpoint folder and "
+            "settings (for the experiments: the same command with --resume --out RUN_FOLDER)",
+            cause,
+            step,
+            saved_step,
+            self.store.directory,
+        )
 
     def _diverged(self, metrics: Mapping[str, float]) -> bool:
         consecutive = int(metrics["train/nonfinite_consecutive"])
