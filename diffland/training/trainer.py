@@ -76,7 +76,14 @@ class TrainConfig:
     of it."""
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "checkpoint_every", "eval_every"):
+        integer_settings = (
+            "steps",
+            "batch_size",
+            "checkpoint_every",
+            "eval_every",
+            "max_consecutive_nonfinite",
+        )
+        for name in integer_settings:
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"TrainConfig.{name} = {value!r} must be an integer >= 1.")
@@ -97,7 +104,10 @@ class TrainConfig:
                 f"TrainConfig.num_devices = {self.num_devices!r} must be an integer >= 1, or "
                 "None to use every device."
             )
-        if not 0.0 <= self.final_learning_rate_fraction <= 1.0:
+        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool)):
+            raise ValueError(f"TrainConfig.seed = {self.seed!r} must be an integer.")
+        fraction = self.final_learning_rate_fraction
+        if not (isinstance(fraction, int | float) and 0.0 <= fraction <= 1.0):
             raise ValueError(
                 "TrainConfig.final_learning_rate_fraction = "
                 f"{self.final_learning_rate_fraction!r} must lie in [0, 1]."
