@@ -104,6 +104,18 @@ def test_four_device_checkpoint_restores_on_one(four_device_run):
 
 
 @pytest.mark.slow
+def test_rollout_outcomes_split_over_devices(four_device_run):
+    _, arrays = four_device_run
+
+    assert int(arrays["outcome_on_all/devices"]) == FORCED_DEVICES
+    assert int(arrays["outcome_on_1/devices"]) == 1
+    # Each lander is rolled out on its own, so the split changes no value beyond rounding.
+    np.testing.assert_allclose(
+        arrays["outcome_on_all/propellant"], arrays["outcome_on_1/propellant"], rtol=1e-6
+    )
+
+
+@pytest.mark.slow
 def test_indivisible_batch_rejected(four_device_run):
     _, arrays = four_device_run
 

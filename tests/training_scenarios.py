@@ -15,7 +15,8 @@ number. ``--reference OTHER`` then trains the same task again without checkpoint
 interruptions and writes ``OTHER/final.npz``.
 
 ``devices`` compares data-parallel training on every device with one-device training,
-restores the checkpoint written on every device on two of them, and builds a trainer
+restores the checkpoint written on every device on two of them, scores the trained
+controller with ``rollout_outcomes`` on every device and on one, and builds a trainer
 whose batch of 6 does not split over the devices. It writes the parameters, device
 counts and that error message to ``FOLDER/devices.npz`` for the tests to check.
 """
@@ -36,7 +37,13 @@ import numpy as np
 
 from diffland.controllers import MLPPolicy
 from diffland.dynamics import SimConfig, VerticalLander, falcon9_like, make_vertical_state
-from diffland.training import LandingTask, TrainConfig, Trainer, TrainingInterrupted
+from diffland.training import (
+    LandingTask,
+    TrainConfig,
+    Trainer,
+    TrainingInterrupted,
+    rollout_outcomes,
+)
 
 VEHICLE = VerticalLander()
 STEPS = 8
@@ -163,6 +170,19 @@ def run_devices(folder: pathlib.Path) -> int:
     arrays["parallel_param_devices"] = np.asarray(
         len(jax.tree_util.tree_leaves(parallel_result.state.params)[0].sharding.device_set)
     )
+    for devices in (None, 1):
+        _, outcome = rollout_outcomes(
+            parallel.task,
+            parallel.controller,
+            {"params": parallel_result.state.params},
+            start_pool(),
+            num_devices=devices,
+        )
+        label = "all" if devices is None else devices
+        arrays[f"outcome_on_{label}/propellant"] = np.asarray(outcome.propellant_used)
+        arrays[f"outcome_on_{label}/devices"] = np.asarray(
+            len(outcome.propellant_used.sharding.device_set)
+        )
     try:
         make_trainer(batch_size=6)
     except ValueError as error:
