@@ -5,6 +5,10 @@ update in flight finishes and its state can be saved whole. A second signal befo
 loop reaches a stop point raises at once. While the final checkpoint is written, further
 signals are logged and ignored. Outside the loop (compiling, scoring the starting
 parameters) a signal raises at once, as Python's own Ctrl-C does.
+
+NOTE: each process of a multi-process run handles only the signals it receives. One that
+stops alone leaves the others waiting in the next update's collectives, so send the signal
+to every process (Slurm does at its time limit). This path has not been run.
 """
 
 from __future__ import annotations
