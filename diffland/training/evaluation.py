@@ -29,7 +29,7 @@ def rollout_outcomes(
     """
     parallel = DataParallel.create(num_devices)
     count = jax.tree_util.tree_leaves(states)[0].shape[0]
-    # NOTE: with several processes split outputs would lie on hosts that cannot read each
+    # NOTE: with several processes, split outputs would lie on hosts that cannot read each
     # other's shards, so multi-process runs roll out every state on every device.
     if parallel.divides(count) and jax.process_count() == 1:
         states = parallel.shard_batch(states)

@@ -36,7 +36,7 @@ def select_devices(num_devices: int | None) -> list[jax.Device]:
     """Return the devices to train on: all of them for None, else the first ``num_devices``.
 
     Raises ``ValueError`` when more devices are requested than ``jax.devices()`` lists, or when a
-    multi-process run asks for fewer than all devices (every process must take part in
+    multi-process run requests fewer than all devices (every process must take part in
     each update).
     """
     devices = jax.devices()
