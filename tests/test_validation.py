@@ -222,6 +222,10 @@ def test_sim_config_rejects_infinite_dt():
         ({"clip_norm": -1.0}, r"TrainConfig\.clip_norm = -1\.0 must be a positive number"),
         ({"warmup_steps": -5}, r"TrainConfig\.warmup_steps = -5 must be an integer >= 0"),
         ({"final_learning_rate_fraction": 2.0}, r"final_learning_rate_fraction = 2\.0 must lie"),
+        ({"final_learning_rate_fraction": "0.1"}, r"final_learning_rate_fraction = '0\.1' must"),
+        ({"max_consecutive_nonfinite": 0}, r"TrainConfig\.max_consecutive_nonfinite = 0 must"),
+        ({"seed": 1.5}, r"TrainConfig\.seed = 1\.5 must be an integer"),
+        ({"num_devices": 0}, r"TrainConfig\.num_devices = 0 must be an integer >= 1, or None"),
     ],
     ids=[
         "zero-steps",
@@ -232,6 +236,10 @@ def test_sim_config_rejects_infinite_dt():
         "negative-clip",
         "negative-warmup",
         "fraction-above-one",
+        "fraction-string",
+        "zero-nonfinite-limit",
+        "float-seed",
+        "zero-devices",
     ],
 )
 def test_train_config_rejects(settings, pattern):

@@ -18,6 +18,8 @@ from diffland.training.imitation import (
     fit_to_teacher,
     teacher_pairs,
 )
+from diffland.training.interrupts import TrainingInterrupted
+from diffland.training.parallel import DataParallel
 from diffland.training.task import LandingTask, batch_rollout, controller_rollout, init_controller
 from diffland.training.trainer import (
     CHECKS_ENV,
@@ -31,6 +33,7 @@ from diffland.training.trainer import (
 __all__ = [
     "CHECKS_ENV",
     "CheckpointStore",
+    "DataParallel",
     "ImitationConfig",
     "ImitationResult",
     "JsonlWriter",
@@ -46,6 +49,7 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "Trainer",
+    "TrainingInterrupted",
     "batch_rollout",
     "controller_rollout",
     "fit_to_teacher",

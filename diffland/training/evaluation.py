@@ -10,13 +10,32 @@ import numpy as np
 
 from diffland.dynamics.simulate import Trajectory
 from diffland.training.cost import LandingOutcome, landing_outcome
+from diffland.training.parallel import DataParallel
 from diffland.training.task import LandingTask, batch_rollout
 
 
 def rollout_outcomes(
-    task: LandingTask, controller: nn.Module, variables: Any, states: Any
+    task: LandingTask,
+    controller: nn.Module,
+    variables: Any,
+    states: Any,
+    num_devices: int | None = None,
 ) -> tuple[Trajectory, LandingOutcome]:
-    """Roll out every state (one jitted, vmapped call) and summarise each landing."""
+    """Roll out every state (one jitted, vmapped call) and summarise each landing.
+
+    The states are split over ``num_devices`` devices (None: all of them) when their count
+    divides by the device count, else every device rolls out all of them. Each lander is
+    rolled out on its own, so the split changes no value.
+    """
+    parallel = DataParallel.create(num_devices)
+    count = jax.tree_util.tree_leaves(states)[0].shape[0]
+    # NOTE: with several processes, split outputs would lie on hosts that cannot read each
+    # other's shards, so multi-process runs roll out every state on every device.
+    if parallel.divides(count) and jax.process_count() == 1:
+        states = parallel.shard_batch(states)
+    else:
+        states = parallel.replicate(states)
+    variables = parallel.replicate(variables)
 
     @jax.jit
     def run(variables, states):

@@ -28,6 +28,8 @@ from jax.experimental import checkify
 
 from diffland.training.checkpoint import CheckpointStore
 from diffland.training.cost import landing_cost_terms, landing_outcome
+from diffland.training.interrupts import StopSignals, TrainingInterrupted
+from diffland.training.parallel import DataParallel
 from diffland.training.task import LandingTask, batch_rollout, init_controller
 
 logger = logging.getLogger(__name__)
@@ -67,9 +69,21 @@ class TrainConfig:
     propellant) rather than the last ones, when validation states are given. The
     starting parameters are scored too, before the first update. APG
     training of a landing controller is noisy: a late update can lose landings."""
+    num_devices: int | None = None
+    """Devices that each batch is split over (data parallelism). None uses every device
+    in ``jax.devices()``, which after ``jax.distributed.initialize`` includes the other
+    hosts' devices. 1 trains on the first device only. ``batch_size`` must be a multiple
+    of it."""
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "checkpoint_every", "eval_every"):
+        integer_settings = (
+            "steps",
+            "batch_size",
+            "checkpoint_every",
+            "eval_every",
+            "max_consecutive_nonfinite",
+        )
+        for name in integer_settings:
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"TrainConfig.{name} = {value!r} must be an integer >= 1.")
@@ -81,7 +95,19 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.warmup_steps = {self.warmup_steps!r} must be an integer >= 0."
             )
-        if not 0.0 <= self.final_learning_rate_fraction <= 1.0:
+        if self.num_devices is not None and not (
+            isinstance(self.num_devices, int)
+            and not isinstance(self.num_devices, bool)
+            and self.num_devices >= 1
+        ):
+            raise ValueError(
+                f"TrainConfig.num_devices = {self.num_devices!r} must be an integer >= 1, or "
+                "None to use every device."
+            )
+        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool)):
+            raise ValueError(f"TrainConfig.seed = {self.seed!r} must be an integer.")
+        fraction = self.final_learning_rate_fraction
+        if not (isinstance(fraction, int | float) and 0.0 <= fraction <= 1.0):
             raise ValueError(
                 "TrainConfig.final_learning_rate_fraction = "
                 f"{self.final_learning_rate_fraction!r} must lie in [0, 1]."
@@ -208,6 +234,11 @@ class Trainer:
     fixed validation set scored every ``eval_every`` steps. ``initial_params`` (optional)
     replaces the controller's own initial parameters, for example with those of a
     behaviour-cloning fit; they must have the same structure and shapes.
+
+    Each batch is split over ``config.num_devices`` devices (all of them by default), with
+    the parameters, optimiser state and start-state pool copied to every device. The
+    validation states are split too when their count divides by the device count, else
+    every device scores all of them.
     """
 
     def __init__(
@@ -224,11 +255,13 @@ class Trainer:
         task.validate(train_states)
         if eval_states is not None:
             task.validate(eval_states)
+        self.parallel = DataParallel.create(config.num_devices)
+        self.parallel.check_divides(config.batch_size, "TrainConfig.batch_size")
         self.task = task
         self.controller = controller
         self.config = config
-        self.train_states = train_states
-        self.eval_states = eval_states
+        self.train_states = self.parallel.replicate(train_states)
+        self.eval_states = self._place_eval_states(eval_states)
         self.callbacks = list(callbacks)
         self.initial_params = initial_params
         self.optimizer = make_optimizer(config)
@@ -241,6 +274,20 @@ class Trainer:
         self._evaluate = None
         self.trace_count = 0
 
+    def _place_eval_states(self, eval_states: Any | None) -> Any | None:
+        if eval_states is None:
+            return None
+        count = jax.tree_util.tree_leaves(eval_states)[0].shape[0]
+        if self.parallel.divides(count):
+            return self.parallel.shard_batch(eval_states)
+        logger.info(
+            "%d validation states do not split evenly over %d devices; each device scores "
+            "all of them",
+            count,
+            self.parallel.device_count,
+        )
+        return self.parallel.replicate(eval_states)
+
     # -- pieces -----------------------------------------------------------------------
 
     def init(self) -> TrainState:
@@ -252,7 +299,7 @@ class Trainer:
         params = variables["params"]
         if self.initial_params is not None:
             params = matching_params(params, self.initial_params)
-        return TrainState(
+        state = TrainState(
             params=params,
             opt_state=self.optimizer.init(params),
             key=batch_key,
@@ -262,6 +309,7 @@ class Trainer:
             best_step=jnp.zeros((), jnp.int32),
             train_seconds=jnp.zeros((), jnp.float32),
         )
+        return self.parallel.replicate(state)
 
     def loss(self, params: Any, batch: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Return the mean landing cost of ``batch`` and per-term metrics."""
@@ -285,6 +333,7 @@ class Trainer:
         key, draw_key = jax.random.split(state.key)
         indices = jax.random.randint(draw_key, (self.config.batch_size,), 0, self.pool_size)
         batch = jax.tree_util.tree_map(lambda x: x[indices], pool)
+        batch = self.parallel.constrain_batch(batch)
         for leaf in jax.tree_util.tree_leaves(batch):
             chex.assert_shape(leaf, (self.config.batch_size, *leaf.shape[1:]))
 
@@ -326,10 +375,14 @@ class Trainer:
         update = self._update_fn
         if self.checks:
             update = checkify.checkify(update, errors=checkify.user_checks)
-        self._update = jax.jit(update).lower(state, self.train_states).compile()
+        # Every input and output is replicated except the batch inside the update, so a
+        # returned state can be passed straight back in.
+        replicated = self.parallel.replicated
+        update = jax.jit(update, in_shardings=replicated, out_shardings=replicated)
+        self._update = update.lower(state, self.train_states).compile()
         if self.eval_states is not None:
-            self._evaluate = jax.jit(self._evaluate_fn).lower(state.params, self.eval_states)
-            self._evaluate = self._evaluate.compile()
+            evaluate = jax.jit(self._evaluate_fn, out_shardings=replicated)
+            self._evaluate = evaluate.lower(state.params, self.eval_states).compile()
         return time.perf_counter() - start
 
     def step(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -366,12 +419,23 @@ class Trainer:
         return state
 
     def train(self, resume: bool = False) -> TrainResult:
-        """Run the updates up to ``config.steps``; with ``resume``, continue a checkpoint."""
+        """Run the updates up to ``config.steps``; with ``resume``, continue a checkpoint.
+
+        SIGINT (Ctrl-C) and SIGTERM stop training after the update in flight. Its state
+        is saved as a checkpoint (when a checkpoint folder is set), a logged warning
+        explains how to resume, and :class:`TrainingInterrupted`, a ``KeyboardInterrupt``,
+        is raised. A ``KeyboardInterrupt`` raised by a callback saves the newest finished
+        state the same way.
+        """
         if not resume and self.store is not None and self.store.steps():
             raise ValueError(
                 f"{self.store.directory} already contains checkpoints {self.store.steps()}; pass "
                 "resume=True to continue them, or choose an empty checkpoint folder."
             )
+        with StopSignals() as stop:
+            return self._train(resume, stop)
+
+    def _train(self, resume: bool, stop: StopSignals) -> TrainResult:
         state = self.restore() if resume else None
         resumed_from = int(state.step) if state is not None else None
         if state is None:
@@ -379,7 +443,11 @@ class Trainer:
                 logger.warning("no checkpoint to resume from; starting at step 0")
             state = self.init()
         compile_seconds = self.compile(state)
-        logger.info("compiled the update in %.2f s", compile_seconds)
+        logger.info(
+            "compiled the update in %.2f s; training on %s",
+            compile_seconds,
+            self.parallel.describe(),
+        )
 
         first_metrics = {"train/compile_seconds": compile_seconds}
         if resumed_from is None:
@@ -394,12 +462,13 @@ class Trainer:
 
         def timed(state):
             elapsed = earlier_seconds + time.perf_counter() - start
-            return state.replace(train_seconds=jnp.asarray(elapsed, jnp.float32))
+            return state.replace(train_seconds=self.parallel.replicate(np.float32(elapsed)))
 
         # ``processed`` is the newest state whose update, evaluation and logging are all
         # done; an interruption saves it, never a state caught halfway through.
         processed = state
         saved_step = int(state.step)
+        stop.mode = "defer"
         try:
             while int(processed.step) < self.config.steps:
                 state, metrics = self.step(processed)
@@ -415,15 +484,16 @@ class Trainer:
                     self._raise_diverged(step, host_metrics)
                 if step % self.config.checkpoint_every == 0 or step == self.config.steps:
                     saved_step = self._save(timed(processed))
-        except KeyboardInterrupt:
+                if stop.pending is not None:
+                    raise TrainingInterrupted(stop.pending)
+        except KeyboardInterrupt as interrupt:
+            stop.mode = "ignore"
             if int(processed.step) != saved_step:
-                self._save_after_interrupt(timed(processed))
-            logger.warning(
-                "training interrupted after step %d; the last checkpoint is in %s",
-                int(processed.step),
-                self.store.directory if self.store is not None else "(no checkpoint folder)",
-            )
+                saved_step = self._save_after_interrupt(timed(processed), saved_step)
+            self._log_interrupted(interrupt, int(processed.step), saved_step)
             raise
+        finally:
+            stop.mode = "raise"
         state = processed
         jax.block_until_ready(state)
         state = timed(state)
@@ -446,7 +516,7 @@ class Trainer:
             return state
         return state.replace(
             best_params=state.params,
-            best_score=jnp.asarray(score, jnp.float32),
+            best_score=self.parallel.replicate(np.asarray(score, np.float32)),
             best_step=state.step,
         )
 
@@ -457,12 +527,36 @@ class Trainer:
             self.store.save(step, state)
         return step
 
-    def _save_after_interrupt(self, state: TrainState) -> None:
+    def _save_after_interrupt(self, state: TrainState, saved_step: int) -> int:
+        """Checkpoint ``state``; return its step, or ``saved_step`` when the write failed."""
         try:
-            self._save(state)
+            return self._save(state)
         except OSError as error:
-            # A second interrupt can land inside orbax's own write of the same step.
+            # A signal that raised at once can land inside orbax's own write of this step.
             logger.warning("could not save step %d after the interrupt: %s", state.step, error)
+            return saved_step
+
+    def _log_interrupted(self, interrupt: KeyboardInterrupt, step: int, saved_step: int) -> None:
+        cause = (
+            f"by {interrupt}" if isinstance(interrupt, TrainingInterrupted) else "by an interrupt"
+        )
+        if self.store is None:
+            logger.warning(
+                "training stopped %s after step %d; no checkpoint folder was given, so this "
+                "progress is not saved",
+                cause,
+                step,
+            )
+            return
+        logger.warning(
+            "training stopped %s after step %d; the newest checkpoint is step %d in %s. To "
+            "continue, call Trainer.train(resume=True) with the same checkpoint folder and "
+            "settings (for the experiments: the same command with --resume --out RUN_FOLDER)",
+            cause,
+            step,
+            saved_step,
+            self.store.directory,
+        )
 
     def _diverged(self, metrics: Mapping[str, float]) -> bool:
         consecutive = int(metrics["train/nonfinite_consecutive"])

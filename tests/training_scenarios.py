@@ -1,0 +1,217 @@
+"""Tiny training runs shared by the subprocess tests of data parallelism and faults.
+
+The tests import :func:`make_trainer` so that a run in the test process trains exactly
+like one in a subprocess. As a script::
+
+    python tests/training_scenarios.py train FOLDER [--resume] [--pause-at STEP]
+        [--reference OTHER]
+    python tests/training_scenarios.py devices FOLDER
+
+``train`` trains into ``FOLDER/checkpoints`` and writes the final state to
+``FOLDER/final.npz``. With ``--pause-at`` it writes ``FOLDER/paused`` while step STEP is
+logged and waits there until ``FOLDER/release`` exists, so a test can signal or kill it
+at a known step. A stop by SIGINT or SIGTERM exits with status 128 plus the signal
+number. ``--reference OTHER`` then trains the same task again without checkpoints or
+interruptions and writes ``OTHER/final.npz``.
+
+``devices`` compares data-parallel training on every device with one-device training,
+restores the checkpoint written on every device on two of them, scores the trained
+controller with ``rollout_outcomes`` on every device and on one, and builds a trainer
+whose batch of 6 does not split over the devices. It writes the parameters, device
+counts and that error message to ``FOLDER/devices.npz`` for the tests to check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pathlib
+import signal
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffland.controllers import MLPPolicy
+from diffland.dynamics import SimConfig, VerticalLander, falcon9_like, make_vertical_state
+from diffland.training import (
+    LandingTask,
+    TrainConfig,
+    Trainer,
+    TrainingInterrupted,
+    rollout_outcomes,
+)
+
+VEHICLE = VerticalLander()
+STEPS = 8
+CHECKPOINT_EVERY = 2
+
+
+def subprocess_environment(cache_dir: pathlib.Path, devices: int | None = None) -> dict:
+    """Return the environment for running this script from a test.
+
+    The runs share a persistent compilation cache, so only the first one of each device
+    count compiles the update. ``devices`` forces that many CPU devices.
+    """
+    env = dict(os.environ)
+    env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    if devices is not None:
+        flag = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
+        env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def start_pool(count=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return make_vertical_state(
+        rng.uniform(1500.0, 3000.0, count),
+        -rng.uniform(200.0, 300.0, count),
+        25_600.0 + rng.uniform(4000.0, 9000.0, count),
+        dtype=jnp.float32,
+    )
+
+
+def make_trainer(checkpoint_dir=None, callbacks=(), **overrides):
+    """Return an MLP trainer on a 6 s landing-burn task (8 updates of 8 landers)."""
+    settings = dict(
+        steps=STEPS,
+        batch_size=8,
+        learning_rate=0.02,
+        warmup_steps=1,
+        seed=5,
+        checkpoint_every=CHECKPOINT_EVERY,
+        eval_every=100,
+        checks=False,
+    )
+    settings.update(overrides)
+    task = LandingTask(VEHICLE, falcon9_like(), SimConfig(control_dt=0.1, substeps=1, horizon=60))
+    return Trainer(
+        task,
+        MLPPolicy(VEHICLE, hidden=(8,)),
+        TrainConfig(**settings),
+        start_pool(),
+        checkpoint_dir=checkpoint_dir,
+        callbacks=callbacks,
+    )
+
+
+def flat_params(params) -> dict[str, np.ndarray]:
+    """Return the parameter leaves as host arrays keyed by their tree path."""
+    return {
+        jax.tree_util.keystr(path): np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+    }
+
+
+def flat_state(state) -> dict[str, np.ndarray]:
+    """Return the parameters, optimiser state and key of a TrainState as host arrays."""
+    arrays = {"step": np.asarray(state.step), "key": np.asarray(state.key)}
+    for part in ("params", "opt_state"):
+        for path, leaf in jax.tree_util.tree_leaves_with_path(getattr(state, part)):
+            arrays[f"{part}{jax.tree_util.keystr(path)}"] = np.asarray(leaf)
+    return arrays
+
+
+def pause_at(step: int, folder: pathlib.Path):
+    """Return a callback that waits inside step ``step`` until ``folder/release`` exists."""
+
+    def callback(current, metrics):
+        if current != step:
+            return
+        (folder / "paused").write_text(str(step))
+        while not (folder / "release").exists():
+            time.sleep(0.02)
+
+    return callback
+
+
+def run_train(
+    folder: pathlib.Path, resume: bool, pause_step: int | None, reference: pathlib.Path | None
+) -> int:
+    callbacks = [pause_at(pause_step, folder)] if pause_step is not None else []
+    trainer = make_trainer(folder / "checkpoints", callbacks)
+    try:
+        result = trainer.train(resume=resume)
+    except TrainingInterrupted as interrupt:
+        return interrupt.exit_status
+    resumed_from = -1 if result.resumed_from is None else result.resumed_from
+    np.savez(folder / "final.npz", resumed_from=resumed_from, **flat_state(result.state))
+    if reference is not None:
+        reference.mkdir(parents=True, exist_ok=True)
+        np.savez(reference / "final.npz", **flat_state(make_trainer().train().state))
+    return 0
+
+
+def run_devices(folder: pathlib.Path) -> int:
+    """Train on every device and on one, then restore the first run's checkpoint on two."""
+    parallel = make_trainer(folder / "checkpoints")
+    parallel_result = parallel.train()
+    single = make_trainer(num_devices=1).train()
+    restored_on_two = make_trainer(folder / "checkpoints", num_devices=2).restore()
+
+    arrays = {}
+    for prefix, params in (
+        ("parallel", parallel_result.state.params),
+        ("single", single.state.params),
+        ("restored_on_two", restored_on_two.params),
+    ):
+        for name, value in flat_params(params).items():
+            arrays[f"{prefix}/{name}"] = value
+    leaf = jax.tree_util.tree_leaves(restored_on_two.params)[0]
+    arrays["device_count"] = np.asarray(parallel.parallel.device_count)
+    arrays["restored_step"] = np.asarray(restored_on_two.step)
+    arrays["restored_devices"] = np.asarray(len(leaf.sharding.device_set))
+    arrays["parallel_param_devices"] = np.asarray(
+        len(jax.tree_util.tree_leaves(parallel_result.state.params)[0].sharding.device_set)
+    )
+    for devices in (None, 1):
+        _, outcome = rollout_outcomes(
+            parallel.task,
+            parallel.controller,
+            {"params": parallel_result.state.params},
+            start_pool(),
+            num_devices=devices,
+        )
+        label = "all" if devices is None else devices
+        arrays[f"outcome_on_{label}/propellant"] = np.asarray(outcome.propellant_used)
+        arrays[f"outcome_on_{label}/devices"] = np.asarray(
+            len(outcome.propellant_used.sharding.device_set)
+        )
+    try:
+        make_trainer(batch_size=6)
+    except ValueError as error:
+        arrays["indivisible_batch_error"] = np.asarray(str(error))
+    # A compiled update that sums gradients across devices shows that the batch is split.
+    arrays["update_all_reduces"] = np.asarray(parallel._update.as_text().count("all-reduce"))
+    np.savez(folder / "devices.npz", **arrays)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenario", choices=("train", "devices"))
+    parser.add_argument("folder", type=pathlib.Path)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--pause-at", type=int, default=None)
+    parser.add_argument("--reference", type=pathlib.Path, default=None)
+    args = parser.parse_args(argv)
+    # force=True: importing orbax already installs a root handler.
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
+    args.folder.mkdir(parents=True, exist_ok=True)
+    # As in an interactive shell: a test's background process may have SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if args.scenario == "train":
+        return run_train(args.folder, args.resume, args.pause_at, args.reference)
+    return run_devices(args.folder)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
