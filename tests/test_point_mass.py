@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from brax import envs
 
+from diffland.controllers import NeuroPointMassPID, PointMassPID
 from diffland.dynamics import (
     RK4,
     PointMassLander,
@@ -21,6 +22,8 @@ from diffland.dynamics import (
 )
 from diffland.dynamics.base import STANDARD_GRAVITY
 from diffland.scenarios import PointMassScenario, sample_point_mass_states
+from diffland.training import LandingCost, LandingTask, init_controller
+from diffland.training.evaluation import rollout_outcomes
 
 VEHICLE = PointMassLander()
 
@@ -209,3 +212,37 @@ def test_point_mass_env_steps():
     assert bool(jnp.isfinite(state.reward))
     assert float(state.done) == 0.0
     assert float(state.pipeline_state.time) == pytest.approx(1.5)
+
+
+def test_neuro_pid_starts_as_its_pid():
+    params = gfold_mars_lander()
+    state = gfold_start_state()
+    pid = PointMassPID(VEHICLE, 0.5)
+    neuro = NeuroPointMassPID(VEHICLE, 0.5)
+    pid_variables = pid.init(jax.random.PRNGKey(0), state, params, pid.initial_carry())
+    neuro_variables = neuro.init(jax.random.PRNGKey(1), state, params, neuro.initial_carry())
+    carry = pid.initial_carry()
+    for _ in range(3):
+        expected, pid_carry = pid.apply(pid_variables, state, params, carry)
+        action, _ = neuro.apply(neuro_variables, state, params, carry)
+        assert np.allclose(action, expected)
+        carry = pid_carry
+
+
+def test_point_mass_pid_lands_reference():
+    params = gfold_mars_lander()
+    task = LandingTask(
+        VEHICLE,
+        params,
+        SimConfig(control_dt=0.5, substeps=2, horizon=160),
+        LandingCost(pad_radius=5.0),
+    )
+    pid = PointMassPID(VEHICLE, 0.5)
+    start = gfold_start_state()
+    variables = init_controller(task, pid, jax.random.PRNGKey(0), start)
+    batch = jax.tree_util.tree_map(lambda x: x[None], start)
+    _, outcome = rollout_outcomes(task, pid, variables, batch)
+    assert bool(outcome.success[0])
+    assert float(outcome.pad_distance[0]) < 5.0
+    # Measured: about 255 kg, against 201 kg for the convex optimum.
+    assert 200.0 < float(outcome.propellant_used[0]) < 300.0
