@@ -21,6 +21,7 @@ from diffland.guidance.powered_descent import (
     GuidanceSolution,
     InfeasibleGuidanceError,
     PoweredDescentGuidance,
+    dense_states,
     open_loop_actions,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "GuidanceSolution",
     "InfeasibleGuidanceError",
     "PoweredDescentGuidance",
+    "dense_states",
     "open_loop_actions",
 ]

@@ -37,8 +37,9 @@ system matrix (matrix exponential). The state constraints hold at the nodes only
 Constraints. Thrust pointing: ``u_z >= cos(theta) sigma``, the thrust within ``theta`` of
 the vertical. Glide slope: ``altitude >= tan(gamma) * horizontal distance`` from the
 landing point, a cone with its tip there (the landing point is the target except in the
-fallback below). Speed: ``|v| <= v_max``. Landing: position and
-velocity zero at the final node, and at least the dry mass left.
+fallback below). Speed: ``|v| <= v_max``. Landing: position zero
+and velocity zero (or straight down at ``touchdown_speed``) at the final node, and at
+least the dry mass left.
 
 Time of flight. For a fixed time the problem is convex; the time of flight is found by a
 one-dimensional search. The feasible times lie within
@@ -101,12 +102,17 @@ class GuidanceConstraints:
     """Largest angle between the thrust and the vertical, degrees, in [0, 180]."""
     max_speed: float | None = 90.0
     """Largest speed, m/s."""
+    touchdown_speed: float = 0.0
+    """Descent speed at the final node, m/s: 0 lands at rest. A small positive speed
+    gives descents that a closed-loop controller following them touches down on, rather
+    than stopping just above the ground."""
 
     def __post_init__(self):
         checks = (
             ("glide_slope_deg", self.glide_slope_deg, lambda x: 0.0 <= x < 90.0, "in [0, 90)"),
             ("pointing_deg", self.pointing_deg, lambda x: 0.0 <= x <= 180.0, "in [0, 180]"),
             ("max_speed", self.max_speed, lambda x: x > 0.0, "> 0"),
+            ("touchdown_speed", self.touchdown_speed, lambda x: x >= 0.0, ">= 0"),
         )
         for name, value, valid, text in checks:
             if value is None:
@@ -202,6 +208,36 @@ def open_loop_actions(
     return thrust / float(params.max_thrust), float(step)
 
 
+def dense_states(
+    solution: GuidanceSolution,
+    params: PointMassParams,
+    steps_per_interval: int,
+    planet_rotation: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the planned position, velocity and mass at the start of every step of
+    :func:`open_loop_actions` with the same ``steps_per_interval``.
+
+    Between nodes the plan is propagated exactly for the held thrust acceleration, with
+    the Coriolis and centrifugal terms unless ``planet_rotation`` is False. Shapes are
+    ``(nodes * steps_per_interval, 3)`` and ``(nodes * steps_per_interval,)``.
+    """
+    omega = np.asarray(params.planet_rotation, np.float64) if planet_rotation else np.zeros(3)
+    alpha = 1.0 / (float(params.isp) * STANDARD_GRAVITY)
+    gravity = np.array([0.0, 0.0, -float(params.gravity)])
+    interval = solution.times[1] - solution.times[0]
+    start = np.concatenate([solution.position[:-1], solution.velocity[:-1]], axis=1)
+    states, masses = [], []
+    for j in range(steps_per_interval):
+        elapsed = j * interval / steps_per_interval
+        transition, input_matrix = _discretise(omega, elapsed)
+        states.append(start @ transition.T + (solution.acceleration + gravity) @ input_matrix.T)
+        masses.append(solution.mass[:-1] * np.exp(-alpha * solution.slack * elapsed))
+    # Order the samples by time: node interval first, then the step within it.
+    state = np.stack(states, axis=1).reshape(-1, 6)
+    mass = np.stack(masses, axis=1).reshape(-1)
+    return state[:, 0:3], state[:, 3:6], mass
+
+
 def _discretise(omega: np.ndarray, interval: float) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(Phi, Gamma)`` of ``x+ = Phi x + Gamma w`` for ``x = (r, v)`` and an input
     acceleration ``w`` held over ``interval`` seconds, including the Coriolis and
@@ -279,14 +315,17 @@ class _FixedTimeProblem:
             rows.append(cp.norm(x[3:6, :], 2, axis=0) <= constraints.max_speed)
 
         final = x[:, n]
+        # Altitude zero and the velocity of the touchdown; the horizontal position is
+        # fixed by each kind of problem.
+        landed = np.array([0.0, 0.0, 0.0, -constraints.touchdown_speed])
         if kind == "minimum_fuel":
-            rows.append(final == 0.0)
+            rows += [final[0:2] == 0.0, final[2:] == landed]
             objective = cp.Maximize(z[n])
         elif kind == "fuel_within_radius":
-            rows += [final[2:] == 0.0, cp.norm(final[0:2], 2) <= self.landing_radius]
+            rows += [final[2:] == landed, cp.norm(final[0:2], 2) <= self.landing_radius]
             objective = cp.Maximize(z[n])
         elif kind == "minimum_landing_error":
-            rows.append(final[2:] == 0.0)
+            rows.append(final[2:] == landed)
             objective = cp.Minimize(cp.norm(final[0:2], 2))
         else:
             raise ValueError(f"unknown problem kind {kind!r}")
