@@ -10,8 +10,9 @@ Two controllers then train by analytic policy gradients on start states spread a
 the reference (:class:`~diffland.scenarios.PointMassScenario`): the NeuroPID (a PID on
 the velocity error from a braking, line-of-sight reference, plus a zero-initialised
 network correction) and the MLP. The MLP first fits, by behaviour cloning, the
-hand-tuned PID along its rollouts (or, as an option, the convex-optimal thrust along
-optimal descents, which did not land closed loop; see ``imitation_teacher``).
+hand-tuned PID along its rollouts. Cloning the convex-optimal thrust along optimal
+descents is an option, but such a clone did not land closed loop (see
+``imitation_teacher``).
 
 Scoring, on a held-out set with its own fixed seed. A landing succeeds when it touches
 down within 5 m of the target with a vertical speed of at most 2 m/s and a horizontal
@@ -116,10 +117,11 @@ class ConvexGuidanceConfig:
     """What the MLP clones before its APG training: ``"pid"``, the hand-tuned
     :class:`~diffland.controllers.PointMassPID` along its own rollouts from
     ``imitation_states`` training states, or ``"convex"``, the optimal thrust along
-    optimal descents from them. In a trial of 40 cloned descents (4 pairs per interval,
-    touchdown speed 1 m/s) the convex clone landed 0 of 64 held-out landers: closed
-    loop it braked late and crashed at over 40 m/s, 90-130 m off the target, also with
-    a teacher limited to 70 % throttle for margin. The PID clone landed 64 of 64."""
+    optimal descents from them. In a trial with 40 cloned descents (4 pairs per interval,
+    touchdown speed 1 m/s) the convex clone landed none of 64 held-out landers. Closed
+    loop it braked late and crashed at over 40 m/s, 90-130 m off the target, and a
+    teacher limited to 70 % throttle for margin did no better. The PID clone landed all
+    64."""
     imitation_steps_per_interval: int = 4
     """Cloning pairs per node interval of each optimal descent (convex teacher)."""
     imitation_touchdown_speed: float = 1.0
@@ -130,8 +132,7 @@ class ConvexGuidanceConfig:
     def __post_init__(self):
         if self.imitation_teacher not in ("pid", "convex"):
             raise ValueError(
-                f"imitation_teacher = {self.imitation_teacher!r} is invalid: use 'pid' or "
-                "'convex'."
+                f"imitation_teacher = {self.imitation_teacher!r} is invalid: use 'pid' or 'convex'."
             )
 
     def cost(self) -> LandingCost:

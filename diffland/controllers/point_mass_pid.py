@@ -7,9 +7,9 @@ speed ``v_cap``::
 
     w(h) = min(sqrt(v_td^2 + 2 beta a_max(m) h), v_td + h / tau, v_cap),    v_ref_z = -w(h)
 
-The middle term takes over in the last metres, where the square root falls faster than a
-controller with a step of a few tenths of a second can follow: there the reference speed
-decays towards ``v_td`` with the time constant ``tau``.
+The middle term takes over in the last metres. There the square root falls faster than a
+controller with a step of a few tenths of a second can follow, so the reference speed
+decays towards ``v_td`` with the time constant ``tau`` instead.
 
 The horizontal part points the reference at the target along the line of sight, so a
 lander that follows it keeps the ratio of horizontal distance to altitude and stays inside
