@@ -272,10 +272,9 @@ class PointMassScenario:
 
     The defaults centre on the Mars reference scenario of
     :func:`~diffland.dynamics.presets.gfold_start_state`. No feasibility filter is
-    applied: with the default spread every state tested had a minimum-fuel descent
-    (checked with :mod:`diffland.guidance` on the held-out set of
-    ``experiments.convex_guidance``), but a wider spread may include states that cannot
-    land.
+    applied. With the default spread all 200 states checked with :mod:`diffland.guidance`
+    (the compared held-out states of ``experiments.convex_guidance``) had a minimum-fuel
+    descent, but a wider spread may include states that cannot land.
     """
 
     position: tuple[float, float, float] = (450.0, -330.0, 2400.0)

@@ -594,6 +594,7 @@ def run(config: ConvexGuidanceConfig, run_folder: pathlib.Path, resume: bool) ->
         for key in ("n_compared_to_optimal", "glide_slope_violation_rate", "inference_seconds"):
             values = [entry[key] for entry in entries if entry.get(key) is not None]
             table[name][key] = sum(values) / len(values) if values else None
+        # The spread of seed 0; with more seeds each seed's is under per_seed.
         table[name]["propellant_ratio_spread"] = entries[0]["propellant_ratio_spread"]
     table["fuel_optimal"] = fuel_optimal_entry(optimum, config.held_out_states)
 

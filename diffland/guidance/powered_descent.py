@@ -25,9 +25,9 @@ with ``z0(t) = ln(m0 - alpha rho2 t)`` (the mass after burning at full thrust) a
 with the mass, so the lower bound is imposed at the end of each interval and the upper
 bound at its start. The two sides are the second- and first-order
 Taylor expansions of ``rho e^-z`` about ``z0``; both are conservative for ``z >= z0``, so
-a solution keeps the true bounds. The relaxation is lossless: at the optimum
-``|u| = sigma`` wherever no state constraint is active, and the thrust magnitude is
-within ``[rho1, rho2]`` up to the Taylor error.
+a solution keeps the true bounds, at the price of a thrust range narrowed by the
+Taylor error. The relaxation is lossless: at the optimum ``|u| = sigma`` wherever no
+state constraint is active (the tests check this to 1e-4 relative on the Mars reference).
 
 Discretisation. ``u`` and ``sigma`` are held constant over each of ``nodes`` equal
 intervals (zero-order hold), and position and velocity are propagated exactly for that
@@ -43,13 +43,15 @@ least the dry mass left.
 
 Time of flight. For a fixed time the problem is convex; the time of flight is found by a
 one-dimensional search. The feasible times lie within
-``[m_dry |v0| / rho2, m_fuel / (alpha rho1)]`` (the first is the shortest time in which
-full thrust can cancel the start speed, the second the longest burn at minimum thrust).
-The search evaluates an evenly spaced grid of ``grid_points`` times over that interval,
+``[m_dry |v0| / rho2, m_fuel / (alpha rho1)]``. The first is the shortest time in which
+full thrust can cancel the start speed (ignoring gravity), the second the longest burn at
+minimum thrust. The search evaluates an evenly spaced grid of ``grid_points`` times over
+that interval (or over ``search_interval`` when one is given),
 then runs a golden-section search between the neighbours of the best grid time until the
 bracket is shorter than ``time_tolerance``. Infeasible times count as infinitely costly.
-The propellant as a function of the time of flight was unimodal in the cases tested here;
-the grid guards against a search that starts on the wrong side of a second minimum.
+The propellant as a function of the time of flight was unimodal on the Mars reference and
+the 1-D test case. The grid guards against a search that starts on the wrong side of a
+second minimum, but a minimum narrower than the grid spacing can still be missed.
 
 Fallback. When no time of flight lets the lander reach the target, the
 minimum-landing-error problem is solved instead: the final altitude and velocity are
