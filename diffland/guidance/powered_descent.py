@@ -623,9 +623,10 @@ class PoweredDescentGuidance:
                 "propellant, speed and glide-slope limits. Start higher or slower, carry "
                 "more propellant, or relax the constraints."
             )
-        # Bound the distance slightly above the minimum so that the solver's own tolerance
-        # cannot make the second problem infeasible.
-        radius = error * (1.0 + 1e-6) + 1e-6
+        # Bound the distance slightly above the minimum (by 1 cm plus 1e-4 of it). With a
+        # bound at the minimum itself the feasible set shrinks to almost one point, and
+        # Clarabel returned an inaccurate optimum in the fallback test.
+        radius = error * (1.0 + 1e-4) + 0.01
         problem, solved = self._solve_fixed("fuel_within_radius", state, tof, radius)
         solves += 1
         if not solved:
