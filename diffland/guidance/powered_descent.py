@@ -57,7 +57,8 @@ Fallback. When no time of flight lets the lander reach the target, the
 minimum-landing-error problem is solved instead: the final altitude and velocity are
 zero and the horizontal distance from the target is minimised (searched over the time of
 flight the same way). The minimum-fuel problem is then solved with the final distance
-bounded by that minimum, and the solution's ``status`` is ``"minimum_landing_error"``.
+bounded by that minimum (plus 1 cm and 1e-4 of it), and the solution's ``status`` is
+``"minimum_landing_error"``.
 """
 
 from __future__ import annotations
