@@ -5,7 +5,9 @@ Subpackages: :mod:`diffland.dynamics` (vehicles, integrators, touchdown, rollout
 (landing cost, APG trainer, checkpoints, metrics), :mod:`diffland.optimal` (the 1-D
 fuel-optimal burn), :mod:`diffland.scenarios` (feasible start states) and
 :mod:`diffland.viz` (plots). Importing diffland registers the brax environments of
-:mod:`diffland.envs` (``diffland_vertical``, ``diffland_planar``, ``diffland_rigid_body``).
+:mod:`diffland.envs` (``diffland_vertical``, ``diffland_planar``, ``diffland_rigid_body``,
+``diffland_point_mass``). :mod:`diffland.guidance` (convex powered-descent guidance) needs
+the optional ``guidance`` extra and is not imported here.
 """
 
 from diffland import envs  # noqa: F401  (registers the brax environments)

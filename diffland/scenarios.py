@@ -264,3 +264,61 @@ RIGID_BODY_SCENARIO = BoosterLandingScenario(
 """Default scenario of the 6-DOF booster. It starts up to 50 m from the pad, 5 m/s
 sideways, with 5 degrees of tilt and 0.05 rad/s about a random axis. A steady wind of up
 to 8 m/s blows from a random direction, with 2 m/s RMS gusts."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PointMassScenario:
+    """Start states of the point-mass lander spread uniformly around a reference start.
+
+    The defaults centre on the Mars reference scenario of
+    :func:`~diffland.dynamics.presets.gfold_start_state`. No feasibility filter is
+    applied. With the default spread all 200 states checked with :mod:`diffland.guidance`
+    (the compared held-out states of ``experiments.convex_guidance``) had a minimum-fuel
+    descent, but a wider spread may include states that cannot land.
+    """
+
+    position: tuple[float, float, float] = (450.0, -330.0, 2400.0)
+    """Reference start position, m (world frame, z up, target at the origin)."""
+    velocity: tuple[float, float, float] = (-40.0, 10.0, -10.0)
+    """Reference start velocity, m/s."""
+    mass: float = 2000.0
+    """Start mass, kg."""
+    position_spread: tuple[float, float, float] = (150.0, 150.0, 200.0)
+    """Half width of the uniform offset of each position component, m."""
+    velocity_spread: tuple[float, float, float] = (5.0, 5.0, 5.0)
+    """Half width of the uniform offset of each velocity component, m/s."""
+
+    def __post_init__(self):
+        for name in ("position_spread", "velocity_spread"):
+            values = getattr(self, name)
+            if len(values) != 3 or not all(np.isfinite(v) and v >= 0 for v in values):
+                raise ValueError(f"{name} = {values} must be three finite numbers >= 0.")
+        if not (np.isfinite(self.mass) and self.mass > 0):
+            raise ValueError(f"mass = {self.mass} must be a finite number > 0 (kg).")
+        lowest = self.position[2] - self.position_spread[2]
+        if lowest <= 0:
+            raise ValueError(
+                f"position[2] - position_spread[2] = {lowest} m: some start states would lie "
+                "on or below the ground. Raise the position or narrow its spread."
+            )
+
+
+def sample_point_mass_states(
+    key: jax.Array, count: int, scenario: PointMassScenario = PointMassScenario(), dtype=None
+):
+    """Return ``count`` start states of :class:`~diffland.dynamics.point_mass.PointMassLander`
+    (a batch: every leaf has a leading axis of length ``count``)."""
+    from diffland.dynamics.point_mass import PointMassState
+
+    dtype = jnp.zeros(()).dtype if dtype is None else dtype
+    k_position, k_velocity = jax.random.split(key)
+
+    def around(k, centre, spread):
+        unit = jax.random.uniform(k, (count, 3), dtype, -1.0, 1.0)
+        return jnp.asarray(centre, dtype) + unit * jnp.asarray(spread, dtype)
+
+    return PointMassState(
+        position=around(k_position, scenario.position, scenario.position_spread),
+        velocity=around(k_velocity, scenario.velocity, scenario.velocity_spread),
+        mass=jnp.full((count,), scenario.mass, dtype),
+    )

@@ -13,6 +13,12 @@ from diffland.controllers.cascaded import (
 from diffland.controllers.mlp import MLP, MLPPolicy
 from diffland.controllers.neuro_pid import NeuroPID
 from diffland.controllers.pid import HAND_TUNED_GAINS, PIDCarry, PIDGains, VerticalPID
+from diffland.controllers.point_mass_pid import (
+    POINT_MASS_GAINS,
+    NeuroPointMassPID,
+    PointMassGains,
+    PointMassPID,
+)
 
 __all__ = [
     "CASCADED_GAINS",
@@ -23,8 +29,12 @@ __all__ = [
     "MLP",
     "MLPPolicy",
     "NeuroPID",
+    "NeuroPointMassPID",
+    "POINT_MASS_GAINS",
     "PIDCarry",
     "PIDGains",
+    "PointMassGains",
+    "PointMassPID",
     "VerticalPID",
     "bounded_action",
 ]

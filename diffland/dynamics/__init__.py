@@ -10,11 +10,20 @@ from diffland.dynamics.planar import (
     make_planar_params,
     make_planar_state,
 )
+from diffland.dynamics.point_mass import (
+    PointMassLander,
+    PointMassParams,
+    PointMassState,
+    make_point_mass_params,
+    make_point_mass_state,
+)
 from diffland.dynamics.presets import (
     apollo_lm_like,
     falcon9_like,
     falcon9_like_planar,
     falcon9_like_rigid_body,
+    gfold_mars_lander,
+    gfold_start_state,
 )
 from diffland.dynamics.rigid_body import (
     RigidBody,
@@ -48,6 +57,9 @@ __all__ = [
     "PlanarBooster",
     "PlanarParams",
     "PlanarState",
+    "PointMassLander",
+    "PointMassParams",
+    "PointMassState",
     "RigidBody",
     "RigidBodyParams",
     "RigidBodyState",
@@ -66,10 +78,14 @@ __all__ = [
     "falcon9_like",
     "falcon9_like_planar",
     "falcon9_like_rigid_body",
+    "gfold_mars_lander",
+    "gfold_start_state",
     "initial_sim_state",
     "landing_gear",
     "make_planar_params",
     "make_planar_state",
+    "make_point_mass_params",
+    "make_point_mass_state",
     "make_rigid_body_params",
     "make_rigid_body_state",
     "make_vertical_params",

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import math
 
+from diffland.dynamics.base import STANDARD_GRAVITY
 from diffland.dynamics.planar import PlanarParams, make_planar_params
+from diffland.dynamics.point_mass import (
+    PointMassParams,
+    PointMassState,
+    make_point_mass_params,
+    make_point_mass_state,
+)
 from diffland.dynamics.rigid_body import RigidBodyParams, make_rigid_body_params
 from diffland.dynamics.vertical import VerticalParams, make_vertical_params
 
@@ -12,6 +19,9 @@ EARTH_GRAVITY = 9.81
 """Earth surface gravity, m/s^2."""
 MOON_GRAVITY = 1.62
 """Moon surface gravity, m/s^2."""
+GFOLD_MARS_GRAVITY = 3.71
+"""Mars surface gravity as used by Acikmese, Carson and Blackmore (2013), m/s^2 (other
+sources give 3.7114)."""
 
 
 def falcon9_like(*, drag: bool = False, dtype=None) -> VerticalParams:
@@ -167,3 +177,59 @@ def falcon9_like_rigid_body(*, drag: bool = False, dtype=None, **overrides) -> R
         values.update(FALCON9_LIKE_AERO)
     values.update(overrides)
     return make_rigid_body_params(dtype=dtype, **values)
+
+
+def _paper_to_world(vector: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Convert a vector of the 2013 paper's frame (axis 1 up, axes 2 and 3 horizontal) to
+    diffland's z-up world frame: world (x, y, z) = paper (x2, x3, x1).
+
+    This cyclic permutation is a proper rotation (determinant +1), so it also converts
+    axial vectors such as the planet's angular velocity without a change of sign.
+    """
+    up, second, third = vector
+    return (second, third, up)
+
+
+GFOLD_START_POSITION = _paper_to_world((2400.0, 450.0, -330.0))
+"""Start position of the Mars reference scenario in the world frame, m."""
+GFOLD_START_VELOCITY = _paper_to_world((-10.0, -40.0, 10.0))
+"""Start velocity of the Mars reference scenario in the world frame, m/s."""
+GFOLD_WET_MASS = 2000.0
+"""Mass at the start of the Mars reference scenario, kg (300 kg of it propellant)."""
+
+
+def gfold_mars_lander(*, planet_rotation: bool = True, dtype=None) -> PointMassParams:
+    """Return the Mars lander of the convex-guidance reference problem as a point mass.
+
+    Figures of Acikmese, Carson and Blackmore, "Lossless Convexification of Nonconvex
+    Control Bound and Pointing Constraints of the Soft Landing Optimal Control Problem",
+    IEEE Transactions on Control Systems Technology, 2013, as quoted by public
+    reproductions (the paper itself was not read for this preset):
+
+    - Gravity 3.71 m/s^2; planet rotation (2.53e-5, 0, 6.62e-5) rad/s in the paper's
+      frame, converted with :func:`_paper_to_world`. ``planet_rotation=False`` sets it
+      to zero.
+    - Wet mass 2,000 kg with 300 kg of propellant, so a dry mass of 1,700 kg.
+    - Maximum thrust 24,000 N with throttle bounds 20 %-80 % (4,800-19,200 N).
+    - Fuel-flow constant alpha = 5e-4 s/m, stored as the effective specific impulse
+      1 / (alpha g0) = 203.94 s. It probably already includes the cant of the thrusters,
+      so no cant is modelled on top of it.
+    """
+    rotation = _paper_to_world((2.53e-5, 0.0, 6.62e-5)) if planet_rotation else (0.0, 0.0, 0.0)
+    return make_point_mass_params(
+        gravity=GFOLD_MARS_GRAVITY,
+        max_thrust=24_000.0,
+        throttle_min=0.2,
+        throttle_max=0.8,
+        isp=1.0 / (5.0e-4 * STANDARD_GRAVITY),
+        dry_mass=1700.0,
+        planet_rotation=rotation,
+        dtype=dtype,
+    )
+
+
+def gfold_start_state(*, dtype=None) -> PointMassState:
+    """Return the start state of the Mars reference scenario (see :func:`gfold_mars_lander`)."""
+    return make_point_mass_state(
+        GFOLD_START_POSITION, GFOLD_START_VELOCITY, GFOLD_WET_MASS, dtype=dtype
+    )

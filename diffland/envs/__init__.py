@@ -20,12 +20,18 @@ with contextlib.redirect_stdout(io.StringIO()):
 
 from diffland.envs import compat
 from diffland.envs.landing import METRIC_NAMES, LandingEnv, ShapingScales, touchdown_cost
-from diffland.envs.vehicles import PlanarLandingEnv, RigidBodyLandingEnv, VerticalLandingEnv
+from diffland.envs.vehicles import (
+    PlanarLandingEnv,
+    PointMassLandingEnv,
+    RigidBodyLandingEnv,
+    VerticalLandingEnv,
+)
 
 ENVIRONMENTS = {
     "diffland_vertical": VerticalLandingEnv,
     "diffland_planar": PlanarLandingEnv,
     "diffland_rigid_body": RigidBodyLandingEnv,
+    "diffland_point_mass": PointMassLandingEnv,
 }
 """Brax environment names and their classes."""
 
@@ -44,6 +50,7 @@ __all__ = [
     "METRIC_NAMES",
     "LandingEnv",
     "PlanarLandingEnv",
+    "PointMassLandingEnv",
     "RigidBodyLandingEnv",
     "ShapingScales",
     "VerticalLandingEnv",

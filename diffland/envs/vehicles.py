@@ -21,7 +21,13 @@ import jax.numpy as jnp
 
 from diffland.dynamics.integrators import Integrator
 from diffland.dynamics.planar import PlanarBooster
-from diffland.dynamics.presets import falcon9_like, falcon9_like_planar, falcon9_like_rigid_body
+from diffland.dynamics.point_mass import PointMassLander
+from diffland.dynamics.presets import (
+    falcon9_like,
+    falcon9_like_planar,
+    falcon9_like_rigid_body,
+    gfold_mars_lander,
+)
 from diffland.dynamics.rigid_body import RigidBody
 from diffland.dynamics.simulate import SimConfig
 from diffland.dynamics.vertical import VerticalLander
@@ -31,8 +37,10 @@ from diffland.scenarios import (
     RIGID_BODY_SCENARIO,
     BoosterLandingScenario,
     LandingBurnScenario,
+    PointMassScenario,
     sample_booster_states,
     sample_landing_burn_states,
+    sample_point_mass_states,
 )
 
 MAX_CHUNK = 8192
@@ -186,3 +194,52 @@ class RigidBodyLandingEnv(_BoosterLandingEnv):
     vehicle_class = RigidBody
     preset = staticmethod(falcon9_like_rigid_body)
     default_scenario = RIGID_BODY_SCENARIO
+
+
+def _sample_point_mass(key, count, *, scenario, dtype):
+    return sample_point_mass_states(key, count, scenario, dtype)
+
+
+class PointMassLandingEnv(LandingEnv):
+    """The Mars lander of :func:`~diffland.dynamics.presets.gfold_mars_lander` as a point
+    mass with planet rotation, from the start states of :class:`PointMassScenario`.
+
+    Observation: the 15 features of :meth:`PointMassLander.observation`. Action: the
+    thrust vector as a fraction of ``max_thrust`` along x, y and z, each in [-1, 1]; the
+    vehicle scales its magnitude into the throttle bounds. The defaults differ from the
+    boosters': a control step of 0.5 s and 240 steps (120 s). The fuel-optimal descents of
+    the 200 held-out starts checked took 42-49 s, the hand-tuned ``PointMassPID`` about
+    65 s.
+    """
+
+    def __init__(
+        self,
+        *,
+        params=None,
+        planet_rotation: bool = True,
+        scenario: PointMassScenario | None = None,
+        start_states=None,
+        control_dt: float = 0.5,
+        substeps: int = 2,
+        episode_length: int = 240,
+        integrator: Integrator | None = None,
+        dtype=jnp.float32,
+        **options,
+    ):
+        vehicle = PointMassLander(planet_rotation=planet_rotation)
+        if params is None:
+            params = gfold_mars_lander(planet_rotation=planet_rotation, dtype=dtype)
+        if start_states is None:
+            start_states = functools.partial(
+                _sample_point_mass,
+                scenario=scenario if scenario is not None else PointMassScenario(),
+                dtype=dtype,
+            )
+        super().__init__(
+            vehicle,
+            params,
+            start_states,
+            config=_sim_config(control_dt, substeps, episode_length, integrator),
+            dtype=dtype,
+            **options,
+        )
