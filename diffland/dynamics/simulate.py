@@ -23,6 +23,13 @@ from flax import struct
 from diffland.dynamics.base import Params, State, Vehicle
 from diffland.dynamics.integrators import RK4, Integrator
 
+DYNAMICS_MATMUL_PRECISION = "highest"
+"""Precision of every dot product traced inside :func:`physics_step`, whatever the
+caller's ``jax_default_matmul_precision``. On GPUs with TensorFloat-32 (NVIDIA Ampere and
+later) XLA's default precision rounds float32 matrix-product inputs to 10 mantissa bits,
+which would make the dynamics differ between GPU and CPU. Controller networks are traced
+outside this setting and keep the caller's precision."""
+
 REMAT_MODES = ("none", "step", "nested")
 """Values of :attr:`SimConfig.remat`."""
 
@@ -200,7 +207,15 @@ def physics_step(
     params: Params,
     dt: float,
 ) -> SimState:
-    """Advance one physics step with touchdown detection, interpolation and freezing."""
+    """Advance one physics step with touchdown detection, interpolation and freezing.
+
+    Dot products in the step use :data:`DYNAMICS_MATMUL_PRECISION`.
+    """
+    with jax.default_matmul_precision(DYNAMICS_MATMUL_PRECISION):
+        return _physics_step(vehicle, integrator, sim, action, params, dt)
+
+
+def _physics_step(vehicle, integrator, sim, action, params, dt):
     start = sim.vehicle
     end = vehicle.project(integrator.step(vehicle, start, action, params, dt), params)
     h0 = vehicle.height(start, params)
