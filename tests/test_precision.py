@@ -30,8 +30,7 @@ VERTICAL = VerticalLander()
 
 def dot_precisions(caller_precision):
     """Return a regex match of the precision attribute of every dot product in the lowered
-    text of one
-    6-DOF physics step, traced under the caller's ``caller_precision``."""
+    text of one 6-DOF physics step, traced under the caller's ``caller_precision``."""
     vehicle = RigidBody(drag=True)
     params = falcon9_like_rigid_body(drag=True)
     state = make_rigid_body_state(
