@@ -168,8 +168,10 @@ def _cast(tree: Any, dtype) -> Any:
     return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), tree)
 
 
-def train_and_score(name, case, setting, config, starts, run_folder):
+def train_and_score(vehicle_name, precision, case, config, starts, run_folder):
     """Train one NeuroPID in one precision and return its results-file entry."""
+    setting = SETTINGS[precision]
+    steps = config.steps_of(vehicle_name)
     context = jax.enable_x64(True) if setting.x64 else contextlib.nullcontext()
     with context:
         params = case.params(setting.state_dtype)
@@ -177,14 +179,14 @@ def train_and_score(name, case, setting, config, starts, run_folder):
         task = LandingTask(case.vehicle, params, case.sim)
         controller = case.controller(case.vehicle, case.sim.control_dt, setting)
         train_config = TrainConfig(
-            steps=config.steps_of(name.split("/")[0]),
+            steps=steps,
             batch_size=config.batch_size,
             learning_rate=config.learning_rate,
             seed=config.seed,
-            eval_every=max(1, config.steps_of(name.split("/")[0]) // 4),
+            eval_every=max(1, steps // 4),
             checks=False,
         )
-        tags = {"vehicle": name.split("/")[0], "controller": name.split("/")[1]}
+        tags = {"vehicle": vehicle_name, "controller": f"neuro_pid_{precision}"}
         trainer = Trainer(
             task,
             controller,
@@ -194,15 +196,14 @@ def train_and_score(name, case, setting, config, starts, run_folder):
             callbacks=[JsonlWriter(run_folder / "metrics.jsonl", tags)],
         )
         result = trainer.train()
-        _, outcome = rollout_outcomes(
-            task, controller, {"params": result.selected_params}, held_out
-        )
+        variables = {"params": result.selected_params}
+        _, outcome = rollout_outcomes(task, controller, variables, held_out)
         entry = summarize_outcomes(outcome)
         dtypes = {str(leaf.dtype) for leaf in jax.tree_util.tree_leaves(result.state.params)}
     entry.update(
         train_seconds=result.train_seconds,
         compile_seconds=result.compile_seconds,
-        seconds_per_update=result.train_seconds / train_config.steps,
+        seconds_per_update=result.train_seconds / steps,
         selected_step=result.selected_step,
         param_dtypes=sorted(dtypes),
     )
@@ -235,14 +236,7 @@ def run(
         for precision in config.precisions:
             controller_name = f"neuro_pid_{precision}"
             logger.info("training %s on %s", controller_name, vehicle_name)
-            entry = train_and_score(
-                f"{vehicle_name}/{controller_name}",
-                case,
-                SETTINGS[precision],
-                config,
-                starts,
-                run_folder,
-            )
+            entry = train_and_score(vehicle_name, precision, case, config, starts, run_folder)
             timings["compile"] += entry["compile_seconds"]
             timings["train"] += entry["train_seconds"]
             logger.info(
