@@ -10,6 +10,7 @@ so a rollout is always a fixed-length scan.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from collections.abc import Callable
@@ -21,6 +22,16 @@ from flax import struct
 
 from diffland.dynamics.base import Params, State, Vehicle
 from diffland.dynamics.integrators import RK4, Integrator
+
+DYNAMICS_MATMUL_PRECISION = "highest"
+"""Precision of every dot product traced inside :func:`physics_step`, whatever the
+caller's ``jax_default_matmul_precision``. On GPUs with TensorFloat-32 (NVIDIA Ampere and
+later) XLA's default precision rounds float32 matrix-product inputs to 10 mantissa bits,
+which would make the dynamics differ between GPU and CPU. Controller networks are traced
+outside this setting and keep the caller's precision."""
+
+REMAT_MODES = ("none", "step", "nested")
+"""Values of :attr:`SimConfig.remat`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +52,22 @@ class SimConfig:
     through ``lax.stop_gradient``, so a gradient reaches back at most that many steps
     through the state. None lets gradients flow through the whole horizon. The forward
     rollout is the same either way."""
+    remat: str = "none"
+    """Rematerialisation (``jax.checkpoint``) of the rollout for the backward pass, which
+    trades recomputation for memory without changing values or gradients:
+
+    - ``"none"``: the backward pass keeps every intermediate of every control step.
+    - ``"step"``: each control step is checkpointed, so only the carried state of every
+      step is kept and the step's intermediates are recomputed during the backward pass.
+    - ``"nested"``: the horizon is split into segments of ``remat_segment`` steps (a scan
+      of scans). Only the carried state at segment boundaries is kept, and the backward
+      pass recomputes one segment at a time, keeping that segment's intermediates.
+
+    The per-step outputs (states and actions of the trajectory) are kept in every mode."""
+    remat_segment: int | None = None
+    """Control steps per segment with ``remat="nested"``. None picks ``round(sqrt(horizon))``,
+    which balances the boundary states against one segment's intermediates. A horizon that
+    is not a multiple of the segment length ends with one shorter segment."""
 
     def __post_init__(self):
         dt = self.control_dt
@@ -58,11 +85,42 @@ class SimConfig:
                 f"truncation = {cut!r} is invalid: pass an integer >= 1 (control steps "
                 "between gradient cuts) or None for the full horizon."
             )
+        self._validate_remat()
         if not isinstance(self.integrator, Integrator):
             raise ValueError(
                 f"integrator = {self.integrator!r} is not an Integrator; pass an instance "
                 "such as RK4() or SemiImplicitEuler()."
             )
+
+    def _validate_remat(self) -> None:
+        if self.remat not in REMAT_MODES:
+            choices = ", ".join(repr(mode) for mode in REMAT_MODES)
+            raise ValueError(f"remat = {self.remat!r} is invalid: pass one of {choices}.")
+        segment = self.remat_segment
+        if segment is None:
+            return
+        if self.remat != "nested":
+            raise ValueError(
+                f"remat_segment = {segment!r} has no effect with remat = {self.remat!r}: pass "
+                "remat='nested' to checkpoint segments, or leave remat_segment as None."
+            )
+        if isinstance(segment, bool) or not (isinstance(segment, int) and segment >= 1):
+            raise ValueError(
+                f"remat_segment = {segment!r} is invalid: pass an integer >= 1 (control steps "
+                "per checkpointed segment) or None for round(sqrt(horizon))."
+            )
+        if segment > self.horizon:
+            raise ValueError(
+                f"remat_segment = {segment} is longer than the horizon of {self.horizon} "
+                f"steps: pass at most {self.horizon}, or None for round(sqrt(horizon))."
+            )
+
+    @property
+    def segment_length(self) -> int:
+        """Control steps per checkpointed segment with ``remat="nested"``."""
+        if self.remat_segment is not None:
+            return self.remat_segment
+        return max(1, round(math.sqrt(self.horizon)))
 
     @property
     def physics_dt(self) -> float:
@@ -149,7 +207,15 @@ def physics_step(
     params: Params,
     dt: float,
 ) -> SimState:
-    """Advance one physics step with touchdown detection, interpolation and freezing."""
+    """Advance one physics step with touchdown detection, interpolation and freezing.
+
+    Dot products in the step use :data:`DYNAMICS_MATMUL_PRECISION`.
+    """
+    with jax.default_matmul_precision(DYNAMICS_MATMUL_PRECISION):
+        return _physics_step(vehicle, integrator, sim, action, params, dt)
+
+
+def _physics_step(vehicle, integrator, sim, action, params, dt):
     start = sim.vehicle
     end = vehicle.project(integrator.step(vehicle, start, action, params, dt), params)
     h0 = vehicle.height(start, params)
@@ -247,12 +313,46 @@ def rollout(
         return (next_sim, memory), record
 
     start = initial_sim_state(initial_state)
-    (final, _), (states, actions, active) = jax.lax.scan(
-        body, (start, policy_carry), jnp.arange(config.horizon)
-    )
+    steps = jnp.arange(config.horizon)
+    if config.remat == "nested":
+        (final, _), (states, actions, active) = _nested_scan(
+            body, (start, policy_carry), steps, config.segment_length
+        )
+    else:
+        if config.remat == "step":
+            # The jax.checkpoint documentation (jax 0.10.2) states that its protection
+            # against common-subexpression elimination is unnecessary inside lax.scan.
+            body = jax.checkpoint(body, prevent_cse=False)
+        (final, _), (states, actions, active) = jax.lax.scan(body, (start, policy_carry), steps)
     return Trajectory(
         states=states, actions=actions, active=active, final=final, initial=initial_state
     )
+
+
+def _nested_scan(body, carry, steps: jax.Array, segment: int):
+    """Run ``lax.scan(body, carry, steps)`` as a scan over checkpointed segments.
+
+    The outer scan keeps only the carry at each segment boundary for the backward pass,
+    which then recomputes the segment's inner scan. ``len(steps) % segment`` leftover
+    steps run as one more, shorter checkpointed segment. Outputs are concatenated back
+    into one leading axis of length ``len(steps)``.
+    """
+
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def run_segment(carry, segment_steps):
+        return jax.lax.scan(body, carry, segment_steps)
+
+    count = steps.shape[0] // segment
+    full = count * segment
+    carry, outputs = jax.lax.scan(run_segment, carry, steps[:full].reshape(count, segment))
+    outputs = jax.tree_util.tree_map(lambda x: x.reshape(full, *x.shape[2:]), outputs)
+    if full == steps.shape[0]:
+        return carry, outputs
+    carry, tail = run_segment(carry, steps[full:])
+    outputs = jax.tree_util.tree_map(
+        lambda head, rest: jnp.concatenate([head, rest]), outputs, tail
+    )
+    return carry, outputs
 
 
 def open_loop_policy(actions: jax.Array) -> Policy:

@@ -56,6 +56,12 @@ def validate_state_batch(states: Any) -> int:
                 f"start-state field {name} has dtype {dtype}; pass floating-point arrays "
                 "(for example with dtype=jnp.float32)."
             )
+        if jnp.finfo(dtype).bits < 32:
+            raise ValueError(
+                f"start-state field {name} has dtype {dtype}; the dynamics state must be "
+                "float32 or float64 (half precision is only for controller networks, through "
+                "their dtype setting). Cast the states with .astype(jnp.float32)."
+            )
         sizes[name] = shape[0]
     if len(set(sizes.values())) > 1:
         raise ValueError(

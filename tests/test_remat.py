@@ -1,0 +1,138 @@
+"""Rematerialisation of the rollout (``SimConfig.remat``): the same trajectory and the same
+gradients as without it (float64), for each mode with and without truncation, and a smaller
+backward-pass memory where the compiler reports one."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffland.controllers import VerticalPID
+from diffland.dynamics import SimConfig, VerticalLander, falcon9_like, make_vertical_state
+from diffland.training import LandingCost, LandingTask, batch_rollout, init_controller
+from diffland.training.cost import landing_cost_terms
+
+VEHICLE = VerticalLander()
+HORIZON = 23
+"""Control steps; a prime, so every segment length from 2 to 22 leaves a shorter last
+segment."""
+
+
+def landing_loss(variables, starts, sim):
+    """Mean landing cost of a batch of PID rollouts under ``sim``."""
+    task = LandingTask(VEHICLE, falcon9_like(dtype=starts.altitude.dtype), sim)
+    controller = VerticalPID(VEHICLE, sim.control_dt)
+    trajectory = batch_rollout(task, controller, variables, starts)
+    terms, _ = jax.vmap(lambda t: landing_cost_terms(VEHICLE, t, task.params, LandingCost()))(
+        trajectory
+    )
+    return sum(jnp.mean(value) for value in terms.values()), trajectory
+
+
+def setup(dtype):
+    """Start states 120-200 m up, so that some landers touch down inside the horizon, and
+    the hand-tuned PID's variables."""
+    starts = make_vertical_state(
+        jnp.array([120.0, 150.0, 200.0]),
+        jnp.array([-60.0, -55.0, -70.0]),
+        jnp.array([30_000.0, 29_000.0, 31_000.0]),
+        dtype=dtype,
+    )
+    sim = SimConfig(control_dt=0.2, substeps=2, horizon=HORIZON)
+    task = LandingTask(VEHICLE, falcon9_like(dtype=dtype), sim)
+    controller = VerticalPID(VEHICLE, sim.control_dt)
+    example = jax.tree_util.tree_map(lambda x: x[0], starts)
+    variables = init_controller(task, controller, jax.random.PRNGKey(0), example)
+    return variables, starts, sim
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def loss_and_gradient(variables, starts, sim):
+    """Return the loss, the trajectory and the gradient with respect to the PID gains and
+    the start states."""
+    (loss, trajectory), grads = jax.value_and_grad(landing_loss, argnums=(0, 1), has_aux=True)(
+        variables, starts, sim
+    )
+    return loss, trajectory, grads
+
+
+CASES = [
+    ("step", None, None),
+    ("nested", None, None),  # round(sqrt(23)) = 5: four segments of 5 and one of 3
+    ("nested", HORIZON, None),
+    ("nested", 4, 7),  # cuts at steps 7, 14 and 21 fall inside segments
+]
+
+
+@pytest.mark.parametrize(("remat", "segment", "truncation"), CASES)
+def test_remat_keeps_gradient_float64(x64, remat, segment, truncation):
+    variables, starts, sim = setup(jnp.float64)
+    reference_sim = dataclasses.replace(sim, truncation=truncation)
+    remat_sim = dataclasses.replace(reference_sim, remat=remat, remat_segment=segment)
+    loss, trajectory, grads = loss_and_gradient(variables, starts, reference_sim)
+    remat_loss, remat_trajectory, remat_grads = loss_and_gradient(variables, starts, remat_sim)
+
+    assert bool(jnp.any(trajectory.final.touched_down))
+    assert float(remat_loss) == pytest.approx(float(loss), rel=1e-12)
+    for expected, actual in zip(
+        jax.tree_util.tree_leaves(trajectory),
+        jax.tree_util.tree_leaves(remat_trajectory),
+        strict=True,
+    ):
+        assert actual.shape == expected.shape
+        np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-12)
+    for expected, actual in zip(
+        jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(remat_grads), strict=True
+    ):
+        assert np.any(expected != 0.0)
+        np.testing.assert_allclose(actual, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_nested_segment_defaults_to_sqrt_horizon():
+    assert SimConfig(horizon=100, remat="nested").segment_length == 10
+    assert SimConfig(horizon=23, remat="nested").segment_length == 5
+    assert SimConfig(horizon=1, remat="nested").segment_length == 1
+    assert SimConfig(horizon=2000, remat="nested").segment_length == 45
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        (dict(remat="full"), "remat = 'full' is invalid"),
+        (dict(remat=None), "remat = None is invalid"),
+        (dict(remat=True), "remat = True is invalid"),
+        (dict(remat="nested", remat_segment=0), "remat_segment = 0 is invalid"),
+        (dict(remat="nested", remat_segment=2.5), "remat_segment = 2.5 is invalid"),
+        (dict(remat="nested", remat_segment=True), "remat_segment = True is invalid"),
+        (dict(remat="nested", horizon=10, remat_segment=11), "longer than the horizon"),
+        (dict(remat="step", remat_segment=5), "has no effect with remat = 'step'"),
+        (dict(remat_segment=5), "has no effect with remat = 'none'"),
+    ],
+)
+def test_sim_config_rejects_bad_remat(settings, match):
+    with pytest.raises(ValueError, match=match):
+        SimConfig(**settings)
+
+
+def backward_temp_bytes(remat, horizon):
+    """Temporary buffer bytes of the compiled gradient of one lander's landing cost, from
+    XLA's memory analysis."""
+    variables, starts, sim = setup(jnp.float32)
+    starts = jax.tree_util.tree_map(lambda x: x[:1], starts)
+    sim = dataclasses.replace(sim, horizon=horizon, remat=remat)
+    gradient = jax.grad(lambda v: landing_loss(v, starts, sim)[0])
+    analysis = jax.jit(gradient).lower(variables).compile().memory_analysis()
+    if analysis is None:
+        pytest.skip("this backend reports no memory analysis")
+    return analysis.temp_size_in_bytes
+
+
+def test_remat_lowers_backward_memory():
+    # Over 1,600 steps the per-step outputs (states, actions) that every mode keeps are
+    # smaller than the carried states that "step" keeps for every step.
+    none, step, nested = (backward_temp_bytes(mode, 1600) for mode in ("none", "step", "nested"))
+    assert step < none
+    assert nested < step
