@@ -172,6 +172,7 @@ def test_cloning_rejects_unknown_fixed_name():
         )
     with pytest.raises(ValueError, match="ImitationConfig.fixed"):
         ImitationConfig(fixed="pid")
+    assert ImitationConfig(fixed=["pid"]).fixed == ("pid",)  # as read back from JSON
 
 
 @pytest.mark.parametrize(

@@ -63,11 +63,14 @@ class ImitationConfig:
 
     def __post_init__(self):
         fixed = self.fixed
-        if not (isinstance(fixed, tuple) and all(isinstance(name, str) for name in fixed)):
+        valid = isinstance(fixed, tuple | list) and all(isinstance(name, str) for name in fixed)
+        if not valid:
             raise ValueError(
                 f"ImitationConfig.fixed = {fixed!r} is invalid: pass a tuple of parameter "
                 "names, such as ('pid',)."
             )
+        # A config read back from JSON has a list here, so store a tuple to stay hashable.
+        object.__setattr__(self, "fixed", tuple(fixed))
         for name in ("steps", "batch_size", "seed"):
             value = getattr(self, name)
             minimum = 0 if name == "seed" else 1
