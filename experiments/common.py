@@ -193,6 +193,9 @@ def config_from_dict(cls: type, values: Mapping[str, Any], source: str = "config
             value = config_from_dict(kind, value, f"{source} field {name}")
         elif kind is float and isinstance(value, int):
             value = float(value)
+        elif typing.get_origin(kind) is tuple and isinstance(value, list):
+            # JSON has no tuples, and configs such as ImitationConfig reject a list.
+            value = tuple(value)
         arguments[name] = value
     return cls(**arguments)
 

@@ -8,6 +8,7 @@ from PIL import Image
 
 from diffland import cli
 from experiments import common
+from experiments.booster_landing import BoosterLandingConfig
 from experiments.vertical_landing import VerticalLandingConfig
 
 TINY_OVERRIDES = (
@@ -148,6 +149,17 @@ def test_config_round_trip():
     values = json.loads(json.dumps(common.dataclasses.asdict(config)))
 
     assert common.config_from_dict(VerticalLandingConfig, values) == config
+
+
+def test_config_round_trip_restores_tuples():
+    # JSON stores tuples as lists, which ImitationConfig.fixed rejects.
+    config = BoosterLandingConfig()
+    values = json.loads(json.dumps(common.dataclasses.asdict(config)))
+
+    restored = common.config_from_dict(BoosterLandingConfig, values)
+
+    assert restored == config
+    assert isinstance(restored.imitation.fixed, tuple)
 
 
 def test_incompatible_config_rejected(tmp_path):
