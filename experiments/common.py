@@ -229,6 +229,10 @@ class LoadedRun:
     """Results entries that no controller produces (the fuel-optimal burn), per name."""
     extra_metrics: Callable[[Any], dict[str, Any]] | None = None
     """Returns more results-entry fields from a batched landing outcome."""
+    score: Callable[[Any, Any], dict[str, Any]] | None = None
+    """Returns a controller's results entry, given its module and variables, from
+    rollouts on ``held_out``. It replaces the default scoring (the landing outcome's
+    summary plus ``extra_metrics``) for an experiment that judges success differently."""
 
 
 def restore_selected_params(
