@@ -4,6 +4,7 @@ the finished run."""
 
 import dataclasses
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -169,3 +170,15 @@ def test_stored_optima_read_back_on_resume(tmp_path):
     first = convex_guidance.load_or_solve(path, resume=False, solve=lambda: stored)
     second = convex_guidance.load_or_solve(path, resume=True, solve=lambda: pytest.fail())
     assert np.array_equal(first["propellant"], second["propellant"], equal_nan=True)
+
+
+def test_resume_command_repeats_overrides():
+    argv = ["--quick", "--seeds", "2", "--set", "nodes=8", "mlp.steps=5"]
+    args = convex_guidance.build_parser().parse_args(argv)
+
+    command = convex_guidance.resume_command(args, pathlib.Path("runs/cg"))
+
+    assert command == (
+        "python -m experiments.convex_guidance --resume --out runs/cg --quick --seeds 2 "
+        "--set nodes=8 --set mlp.steps=5"
+    )
