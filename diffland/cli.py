@@ -241,6 +241,9 @@ def reproduce_metrics(run_dir: pathlib.Path) -> list[dict[str, dict[str, Any]]]:
     for controllers in loaded.controllers:
         entries = {}
         for name, (controller, variables) in controllers.items():
+            if loaded.score is not None:
+                entries[name] = _flatten(loaded.score(controller, variables))
+                continue
             _, outcome = rollout_outcomes(loaded.task, controller, variables, loaded.held_out)
             entry = summarize_outcomes(outcome, loaded.optimal_propellant)
             if loaded.extra_metrics is not None:
@@ -294,8 +297,16 @@ def evaluate_run(run_dir: pathlib.Path) -> list[dict[str, Any]]:
 
 
 def _reported_entry(results: dict[str, Any], name: str, seed: int) -> dict[str, Any]:
+    """Return the results.json entry of controller ``name`` for ``seed``.
+
+    An entry without ``per_seed`` is the same for every seed (convex_guidance writes its
+    fuel-optimal entry once), so it is returned whole.
+    """
     try:
-        return results["controllers"][name]["per_seed"][seed]
+        entry = results["controllers"][name]
+        if "per_seed" not in entry:
+            return entry
+        return entry["per_seed"][seed]
     except (KeyError, IndexError):
         raise CliError(
             f"results.json has no entry for controller {name} of seed {seed}, so the run does "

@@ -193,6 +193,9 @@ def config_from_dict(cls: type, values: Mapping[str, Any], source: str = "config
             value = config_from_dict(kind, value, f"{source} field {name}")
         elif kind is float and isinstance(value, int):
             value = float(value)
+        elif typing.get_origin(kind) is tuple and isinstance(value, list):
+            # JSON has no tuples, and configs such as ImitationConfig reject a list.
+            value = tuple(value)
         arguments[name] = value
     return cls(**arguments)
 
@@ -226,6 +229,10 @@ class LoadedRun:
     """Results entries that no controller produces (the fuel-optimal burn), per name."""
     extra_metrics: Callable[[Any], dict[str, Any]] | None = None
     """Returns more results-entry fields from a batched landing outcome."""
+    score: Callable[[Any, Any], dict[str, Any]] | None = None
+    """Returns a controller's results entry, given its module and variables, from
+    rollouts on ``held_out``. It replaces the default scoring (the landing outcome's
+    summary plus ``extra_metrics``) for an experiment that judges success differently."""
 
 
 def restore_selected_params(

@@ -21,7 +21,8 @@ speed of at most 1 m/s, propellant left, and no point sampled at the control ste
 ``compared_states`` held-out states each controller's propellant is divided by the
 convex optimum from the same start.
 
-Run ``python -m experiments.convex_guidance [--quick] [--seeds N] [--out DIR] [--resume]``.
+Run ``python -m experiments.convex_guidance [--quick] [--seeds N] [--out DIR] [--resume]
+[--set KEY=VALUE ...]``; ``--set`` changes any field of the config (``mlp.steps=300``).
 Needs the guidance extra: ``pip install 'diffland[guidance]'``.
 """
 
@@ -53,12 +54,14 @@ from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
 from diffland.training.imitation import ImitationConfig, fit_to_teacher, teacher_pairs
 from diffland.viz.plots import plot_training_curves
 from experiments import common
-from experiments.vertical_landing import ControllerSetting, train_controller
+from experiments.vertical_landing import ControllerSetting, train_controller, trainer_config
 
 EXPERIMENT = "convex_guidance"
 HELD_OUT_SEED = 20_261_206
 """Seed of the held-out start states; fixed so every run is scored on the same set."""
 LEARNED = ("neuro_pid", "mlp")
+OPTIMA_FILE = "held_out_optima.npz"
+"""File in the run folder with the optima of the compared held-out states."""
 
 logger = logging.getLogger(EXPERIMENT)
 
@@ -135,6 +138,71 @@ class ConvexGuidanceConfig:
             raise ValueError(
                 f"imitation_teacher = {self.imitation_teacher!r} is invalid: use 'pid' or 'convex'."
             )
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid setting.
+
+        ``main`` calls it before the reference solve, so a bad ``--set`` fails at once.
+        """
+        counts = (
+            "substeps",
+            "train_pool",
+            "validation_states",
+            "held_out_states",
+            "compared_states",
+            "imitation_states",
+            "reference_nodes",
+            "nodes",
+            "imitation_steps_per_interval",
+        )
+        for name in counts:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} = {value!r} is invalid: pass an integer >= 1.")
+        if self.imitation_states > self.train_pool:
+            raise ValueError(
+                f"imitation_states = {self.imitation_states} is invalid: the teacher starts "
+                f"from the training pool, so pass at most train_pool = {self.train_pool}."
+            )
+        positive = (
+            "control_dt",
+            "horizon_seconds",
+            "time_tolerance",
+            "pad_radius",
+            "speed_limit",
+            "lateral_speed_limit",
+            "propellant_scale",
+        )
+        non_negative = (
+            "glide_slope_tolerance",
+            "glide_slope_floor",
+            "propellant_weight",
+            "imitation_touchdown_speed",
+        )
+        for name in positive + non_negative:
+            value = getattr(self, name)
+            valid = isinstance(value, int | float) and not isinstance(value, bool)
+            valid = valid and math.isfinite(value)
+            if name in positive and not (valid and value > 0):
+                raise ValueError(f"{name} = {value!r} is invalid: pass a positive number.")
+            if name in non_negative and not (valid and value >= 0):
+                raise ValueError(f"{name} = {value!r} is invalid: pass a number >= 0.")
+        if self.horizon_seconds < self.control_dt:
+            raise ValueError(
+                f"horizon_seconds = {self.horizon_seconds} is invalid: pass at least one "
+                f"control period (control_dt = {self.control_dt} s)."
+            )
+        low, high = self.search_interval
+        if not 0 < low < high:
+            raise ValueError(
+                f"search_interval = {self.search_interval!r} is invalid: pass two times of "
+                "flight in s with 0 < low < high."
+            )
+        for name in ("neuro_pid", "mlp"):
+            try:
+                trainer_config(getattr(self, name), seed=0)
+            except ValueError as error:
+                raise ValueError(f"{name}: {error}") from None
 
     def cost(self) -> LandingCost:
         return LandingCost(
@@ -368,11 +436,36 @@ def solve_reference(config: ConvexGuidanceConfig, params):
     return guidance, solution, entry
 
 
+def build_task(config: ConvexGuidanceConfig) -> LandingTask:
+    """Return the landing task of the experiment: the Mars lander and the rollout settings."""
+    return LandingTask(PointMassLander(), gfold_mars_lander(), config.sim(), config.cost())
+
+
+def draw_held_out(config: ConvexGuidanceConfig) -> PointMassState:
+    """Draw the held-out start states from their fixed seed."""
+    return sample_point_mass_states(
+        jax.random.PRNGKey(HELD_OUT_SEED), config.held_out_states, PointMassScenario()
+    )
+
+
+def build_controllers(config: ConvexGuidanceConfig, task: LandingTask) -> dict[str, Any]:
+    """Return the untrained learned controllers by name, in training order."""
+    return {
+        "neuro_pid": NeuroPointMassPID(task.vehicle, config.control_dt),
+        "mlp": MLPPolicy(task.vehicle),
+    }
+
+
+def read_optima(path: pathlib.Path) -> dict[str, np.ndarray]:
+    """Read the per-state optima that :func:`load_or_solve` stored."""
+    with np.load(path) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
 def load_or_solve(path: pathlib.Path, resume: bool, solve) -> dict[str, np.ndarray]:
     """Return the stored optima of a resumed run, or solve them and store them."""
     if resume and path.exists():
-        with np.load(path) as stored:
-            return {name: stored[name] for name in stored.files}
+        return read_optima(path)
     arrays = solve()
     np.savez(path, **arrays)
     return arrays
@@ -428,14 +521,9 @@ def run_seed(seed, config, task, held_out, optimum, run_folder, resume):
     trajectories = {}
     variables = {}
 
-    builders = {
-        "neuro_pid": lambda: NeuroPointMassPID(task.vehicle, config.control_dt),
-        "mlp": lambda: MLPPolicy(task.vehicle),
-    }
     settings = {"neuro_pid": config.neuro_pid, "mlp": config.mlp}
-    controllers = {}
-    for name, build in builders.items():
-        controller = controllers[name] = build()
+    controllers = build_controllers(config, task)
+    for name, controller in controllers.items():
         initial = imitation = None
         if name == "mlp":
             initial, imitation = clone_mlp(config, task, controller, pool, seed, run_folder, resume)
@@ -550,19 +638,17 @@ def plot_reference(solution, params, paths, control_dt, path: pathlib.Path) -> p
 def run(config: ConvexGuidanceConfig, run_folder: pathlib.Path, resume: bool) -> dict:
     """Solve the reference, train every seed, write ``results.json`` and the plots."""
     total_start = time.perf_counter()
-    params = gfold_mars_lander()
-    task = LandingTask(PointMassLander(), params, config.sim(), config.cost())
+    task = build_task(config)
+    params = task.params
     _, reference_solution, reference = solve_reference(config, params)
 
     guidance = make_guidance(config, params)
-    held_out = sample_point_mass_states(
-        jax.random.PRNGKey(HELD_OUT_SEED), config.held_out_states, PointMassScenario()
-    )
+    held_out = draw_held_out(config)
     task.validate(held_out)
     start = time.perf_counter()
     count = min(config.compared_states, config.held_out_states)
     optimum = load_or_solve(
-        run_folder / "held_out_optima.npz",
+        run_folder / OPTIMA_FILE,
         resume,
         lambda: optimum_arrays(solve_optima(guidance, held_out, count)),
     )
@@ -631,13 +717,85 @@ def run(config: ConvexGuidanceConfig, run_folder: pathlib.Path, resume: bool) ->
     return {"controllers": table, "timings": timings, "decision_cost": decision_cost}
 
 
+# -- reloading a finished run -----------------------------------------------------------
+
+
+def load_run(run_folder: pathlib.Path) -> common.LoadedRun:
+    """Rebuild a finished run's held-out set, optima and controllers (for ``diffland eval``).
+
+    ``eval`` rolls the controllers out again through :func:`score`, which re-derives every
+    per-seed metric it writes, the propellant ratios included. The timings,
+    ``selected_step``, ``inference_seconds`` and the MLP's cloning record are not
+    re-derived.
+    """
+    run_folder = pathlib.Path(run_folder)
+    config = common.read_run_config(run_folder, ConvexGuidanceConfig)
+    task = build_task(config)
+    held_out = draw_held_out(config)
+    # NOTE: the optima are read from the run folder, not solved again, because solving
+    # the 200 compared states took 100-113 s on 2 CPU cores (BENCHMARKS.md). So eval
+    # re-derives the ratios from new rollouts, but the fuel_optimal entry and the
+    # ratios' denominators are the run's own and are not checked against cvxpy.
+    optima_path = run_folder / OPTIMA_FILE
+    if not optima_path.is_file():
+        raise common.RunFolderError(
+            f"{optima_path} does not exist: the run stopped before it solved the held-out "
+            f"optima. Finish it with python -m experiments.{EXPERIMENT} --resume --out "
+            f"{run_folder} and the options of the original run."
+        )
+    optimum = read_optima(optima_path)
+
+    example = jax.tree_util.tree_map(lambda x: x[:1], held_out)
+    settings = {"neuro_pid": config.neuro_pid, "mlp": config.mlp}
+    per_seed = []
+    for seed in range(config.seeds):
+        checkpoints = run_folder / "checkpoints" / f"seed{seed}"
+        controllers = {}
+        for name, controller in build_controllers(config, task).items():
+            params = common.restore_selected_params(
+                task, controller, trainer_config(settings[name], seed), checkpoints / name, example
+            )
+            controllers[name] = (controller, {"params": params})
+        per_seed.append(controllers)
+
+    def score_controller(controller, variables) -> dict[str, Any]:
+        entry, _ = score(config, task, controller, variables, held_out, optimum)
+        return entry
+
+    return common.LoadedRun(
+        experiment=EXPERIMENT,
+        config=config,
+        task=task,
+        held_out=held_out,
+        controllers=per_seed,
+        fixed_entries={"fuel_optimal": fuel_optimal_entry(optimum, config.held_out_states)},
+        score=score_controller,
+    )
+
+
+# -- command line -----------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
     )
     common.add_common_arguments(parser)
+    common.add_override_argument(parser)
     parser.add_argument("--seeds", type=int, default=1, help="number of training seeds (default 1)")
     return parser
+
+
+def resume_command(args: argparse.Namespace, run_folder: pathlib.Path) -> str:
+    """Return the command line that continues this run."""
+    command = f"python -m experiments.{EXPERIMENT} --resume --out {run_folder}"
+    if args.quick:
+        command += " --quick"
+    if args.seeds != 1:
+        command += f" --seeds {args.seeds}"
+    for assignment in args.set:
+        command += f" --set {assignment}"
+    return command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -650,6 +808,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     try:
         config = ConvexGuidanceConfig.create(args.quick, args.seeds)
+        config = common.apply_overrides(config, args.set)
+        config.validate()
         run_folder = common.prepare_run_folder(args.out, args.resume, EXPERIMENT)
         common.save_config(run_folder, config, args.resume)
     except (ValueError, common.RunFolderError) as error:
@@ -658,10 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = run(config, run_folder, args.resume)
     except KeyboardInterrupt:
-        command = f"python -m experiments.{EXPERIMENT} --resume --out {run_folder}"
-        command += " --quick" if args.quick else ""
-        command += f" --seeds {args.seeds}" if args.seeds != 1 else ""
-        print(f"\ninterrupted; continue with: {command}", file=sys.stderr)
+        print(f"\ninterrupted; continue with: {resume_command(args, run_folder)}", file=sys.stderr)
         return 130
 
     print()

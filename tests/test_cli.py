@@ -8,6 +8,7 @@ from PIL import Image
 
 from diffland import cli
 from experiments import common
+from experiments.booster_landing import BoosterLandingConfig
 from experiments.vertical_landing import VerticalLandingConfig
 
 TINY_OVERRIDES = (
@@ -67,6 +68,7 @@ def test_discovery_lists_experiment_modules():
     found = cli.discover_experiments()
 
     assert {"vertical_landing", "planar_landing", "rigid_body_landing"} <= set(found)
+    assert "convex_guidance" in found
     # The shared driver and the helpers have no main(argv).
     assert "booster_landing" not in found
     assert "common" not in found
@@ -150,6 +152,17 @@ def test_config_round_trip():
     assert common.config_from_dict(VerticalLandingConfig, values) == config
 
 
+def test_config_round_trip_restores_tuples():
+    # JSON stores tuples as lists, which ImitationConfig.fixed rejects.
+    config = BoosterLandingConfig()
+    values = json.loads(json.dumps(common.dataclasses.asdict(config)))
+
+    restored = common.config_from_dict(BoosterLandingConfig, values)
+
+    assert restored == config
+    assert isinstance(restored.imitation.fixed, tuple)
+
+
 def test_incompatible_config_rejected(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"quick": True, "warp_factor": 9}))
 
@@ -175,6 +188,27 @@ def _write_results(folder, experiment, success, steps):
     entry.update(n_eval=16, success_rate=success, train_seconds=1.0)
     config = {"quick": True, "mlp": {"steps": steps}}
     common.write_results(folder, experiment, config, {"total": 1.0}, {"mlp": entry})
+
+
+def test_reproduction_reads_seedless_entry():
+    # convex_guidance writes its fuel-optimal entry once, without per_seed.
+    results = {
+        "controllers": {
+            "fuel_optimal": {"success_rate": 1.0},
+            "mlp": {"per_seed": [{"success_rate": 0.5}, {"success_rate": 0.25}]},
+        }
+    }
+    seed_entries = {"fuel_optimal": {"success_rate": 1.0}, "mlp": {"success_rate": 0.5}}
+
+    rows = cli.check_reproduction(results, [seed_entries, seed_entries])
+
+    matches = {(row["seed"], row["controller"]): row["matches"] for row in rows}
+    assert matches == {
+        (0, "fuel_optimal"): True,
+        (0, "mlp"): True,
+        (1, "fuel_optimal"): True,
+        (1, "mlp"): False,
+    }
 
 
 def test_compare_side_by_side(tmp_path):

@@ -11,14 +11,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from diffland.controllers import PointMassPID
 from diffland.controllers.cascaded import CascadedPID
 from diffland.dynamics import (
     PlanarBooster,
+    PointMassLander,
     RigidBody,
     SimConfig,
     falcon9_like_planar,
     falcon9_like_rigid_body,
+    gfold_mars_lander,
     make_planar_state,
+    make_point_mass_state,
     make_rigid_body_state,
 )
 from diffland.training import LandingTask, init_controller
@@ -41,6 +45,11 @@ STARTS = (
 rather than sampled because sampling feasible states takes longer than the flights."""
 PROPELLANT = 6000.0
 """Propellant on board at the start, kg."""
+POINT_MASS_STARTS = (
+    ((400.0, -150.0, 2000.0), (-5.0, 10.0, -30.0)),
+    ((-300.0, 250.0, 1600.0), (10.0, -5.0, -40.0)),
+)
+"""Start positions and velocities (x, y, z), m and m/s, of the Mars point-mass flights."""
 
 
 def _fly(vehicle, params, states):
@@ -73,6 +82,58 @@ def planar_record():
     return _fly(PlanarBooster(drag=True), params, states)
 
 
+@pytest.fixture(scope="module")
+def point_mass_trajectory():
+    """Fly the hand-tuned point-mass PID on the Mars lander (2,000 kg wet).
+
+    Returns the task, the raw trajectory and the outcome, so tests can check the record
+    against them.
+    """
+    params = gfold_mars_lander()
+    vehicle = PointMassLander()
+    task = LandingTask(vehicle, params, SimConfig(control_dt=0.5, substeps=2, horizon=160))
+    starts = [
+        make_point_mass_state(position, velocity, 2000.0)
+        for position, velocity in POINT_MASS_STARTS
+    ]
+    states = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *starts)
+    controller = PointMassPID(vehicle, 0.5)
+    first = jax.tree_util.tree_map(lambda x: x[0], states)
+    variables = init_controller(task, controller, jax.random.PRNGKey(0), first)
+    trajectory, outcome = rollout_outcomes(task, controller, variables, states)
+    return task, trajectory, outcome
+
+
+@pytest.fixture(scope="module")
+def point_mass_record(point_mass_trajectory):
+    task, trajectory, _ = point_mass_trajectory
+    return flight_record(task.vehicle, task.params, trajectory, task.sim.control_dt)
+
+
+def test_point_mass_record_follows_thrust(point_mass_trajectory, point_mass_record):
+    task, trajectory, outcome = point_mass_trajectory
+    record = point_mass_record
+    params = task.params
+    active = record.active
+    command = np.clip(np.asarray(trajectory.actions, np.float64), -1.0, 1.0)
+    size = np.linalg.norm(command, axis=-1)
+
+    assert record.vehicle == "point_mass"
+    assert record.gimbal.shape == (2, 160, 0)
+    np.testing.assert_allclose(record.position, trajectory.states.position, rtol=1e-6)
+    np.testing.assert_allclose(record.height, record.position[..., 2])
+    np.testing.assert_allclose(np.linalg.norm(record.up, axis=-1), 1.0, atol=1e-6)
+    # The PID lands both, so the propellant lasts and the thrust follows the command.
+    assert np.all(np.asarray(outcome.success))
+    np.testing.assert_allclose(record.up[active], command[active] / size[active, None], atol=1e-5)
+    expected = np.clip(size, float(params.throttle_min), float(params.throttle_max))
+    np.testing.assert_allclose(record.throttle[active], expected[active], rtol=1e-5)
+    tilt_x = np.degrees(np.arctan2(command[..., 0], command[..., 2]))
+    np.testing.assert_allclose(record.lean[active][:, 0], tilt_x[active], atol=1e-3)
+    # The starts are hundreds of metres off the target, so the thrust must tilt.
+    assert np.abs(record.lean[active]).max() > 1.0
+
+
 def test_rigid_body_record_geometry(rigid_body_record):
     record = rigid_body_record
     touchdown = record.touchdown_index()
@@ -98,7 +159,7 @@ def test_planar_record_stays_in_plane(planar_record):
     np.testing.assert_allclose(planar_record.lean[..., 1], 0.0)
 
 
-@pytest.mark.parametrize("fixture", ["rigid_body_record", "planar_record"])
+@pytest.mark.parametrize("fixture", ["rigid_body_record", "planar_record", "point_mass_record"])
 def test_booster_plots_smoke(fixture, request, tmp_path):
     record = request.getfixturevalue(fixture)
     records = {"pid_hand": record}
@@ -115,7 +176,7 @@ def test_booster_plots_smoke(fixture, request, tmp_path):
             assert image.size[0] > 100, path
 
 
-@pytest.mark.parametrize("fixture", ["rigid_body_record", "planar_record"])
+@pytest.mark.parametrize("fixture", ["rigid_body_record", "planar_record", "point_mass_record"])
 def test_animation_frames_differ(fixture, request, tmp_path):
     record = request.getfixturevalue(fixture)
 

@@ -41,9 +41,10 @@ def animate_landings(
     """Write an animation of every lander in ``record`` and return its path.
 
     The file type follows the suffix: ``.gif`` uses Pillow; ``.mp4`` needs ffmpeg and
-    raises ``RuntimeError`` without it. The 6-DOF booster is drawn in 3-D, the others in
-    the x-height plane. Bodies are drawn :data:`BODY_LENGTH` long along the body axis and
-    the exhaust in proportion to the throttle. Each lander stays where it touched down.
+    raises ``RuntimeError`` without it. The 6-DOF booster and the point-mass lander are
+    drawn in 3-D, the others in the x-height plane. Bodies are drawn :data:`BODY_LENGTH`
+    long along the body axis (the thrust direction for the point-mass lander) and the
+    exhaust in proportion to the throttle. Each lander stays where it touched down.
     """
     path = pathlib.Path(path)
     if path.suffix == ".mp4":
@@ -57,7 +58,7 @@ def animate_landings(
     else:
         raise ValueError(f"animation path {path} is invalid: use a .gif or .mp4 suffix.")
 
-    three_d = record.vehicle == "rigid_body"
+    three_d = record.vehicle in ("rigid_body", "point_mass")
     figure = plt.figure(figsize=(6, 6))
     axis = figure.add_subplot(projection="3d") if three_d else figure.add_subplot()
     steps = _frame_steps(record, frames)

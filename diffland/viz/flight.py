@@ -1,7 +1,7 @@
 """Flight records: the per-step series of a batch of landings in one shape for every vehicle.
 
 Plots, animations and the HTML viewer read a :class:`FlightRecord`, so they draw the
-vertical lander, the planar booster and the 6-DOF booster alike.
+vertical lander, the planar booster, the 6-DOF booster and the point-mass lander alike.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class FlightRecord:
     """Series of a batch of landings; arrays have shape ``(landers, steps, ...)``."""
 
     vehicle: str
-    """``vertical``, ``planar`` or ``rigid_body``."""
+    """``vertical``, ``planar``, ``rigid_body`` or ``point_mass``."""
     time: np.ndarray
     """Start time of each control step since ignition, s, shape ``(steps,)``."""
     position: np.ndarray
@@ -36,11 +36,15 @@ class FlightRecord:
     height: np.ndarray
     """Height of the lowest point (feet or engine) above the ground, m."""
     up: np.ndarray
-    """Unit body axis (nose direction) in the world frame, shape ``(..., 3)``."""
+    """Unit body axis (nose direction) in the world frame, shape ``(..., 3)``. The
+    point-mass lander has no attitude, so its record contains the thrust direction instead
+    (straight up where the thrust is zero), which is where a real lander would point."""
     lean: np.ndarray
-    """Lean of the body axis towards +x and towards +y, degrees, shape ``(..., 2)``."""
+    """Lean of ``up`` towards +x and towards +y, degrees, shape ``(..., 2)``."""
     throttle: np.ndarray
-    """Commanded throttle, fraction of maximum thrust."""
+    """Commanded throttle, fraction of maximum thrust. For the point-mass lander, the
+    thrust magnitude it applies: the command rescaled into the throttle bounds, and 0
+    once the propellant has run out."""
     gimbal: np.ndarray
     """Commanded gimbal angles, degrees, shape ``(..., 0 to 2)``."""
     active: np.ndarray
@@ -57,16 +61,19 @@ class FlightRecord:
 
 
 def vehicle_kind(states: Any) -> str:
-    """Return ``vertical``, ``planar`` or ``rigid_body`` from the fields of a state."""
+    """Return ``vertical``, ``planar``, ``rigid_body`` or ``point_mass`` from the fields of
+    a state."""
     if hasattr(states, "quaternion"):
         return "rigid_body"
     if hasattr(states, "pitch"):
         return "planar"
     if hasattr(states, "altitude"):
         return "vertical"
+    if all(hasattr(states, name) for name in ("position", "velocity", "mass")):
+        return "point_mass"
     raise ValueError(
         f"cannot draw states of type {type(states).__name__}: expected the state of "
-        "VerticalLander, PlanarBooster or RigidBody."
+        "VerticalLander, PlanarBooster, RigidBody or PointMassLander."
     )
 
 
@@ -80,6 +87,7 @@ def flight_record(vehicle: Any, params: Any, trajectory: Any, control_dt: float)
     time = np.arange(steps) * control_dt
     per_step = jax.vmap(jax.vmap(lambda s: vehicle.height(s, params)))
     height = np.asarray(per_step(states), dtype=np.float64)
+    throttle = actions[..., 0]
 
     if kind == "vertical":
         altitude = np.asarray(states.altitude, dtype=np.float64)
@@ -101,6 +109,18 @@ def flight_record(vehicle: Any, params: Any, trajectory: Any, control_dt: float)
         pitch = np.asarray(states.pitch, dtype=np.float64)
         up = np.stack([np.sin(pitch), zeros, np.cos(pitch)], axis=-1)
         gimbal = np.degrees(actions[..., 1:2])
+    elif kind == "point_mass":
+        position = np.asarray(states.position, dtype=np.float64)
+        velocity = np.asarray(states.velocity, dtype=np.float64)
+        thrust_of = jax.vmap(jax.vmap(lambda s, a: vehicle.thrust(s, a, params)))
+        thrust = np.asarray(thrust_of(states, trajectory.actions), dtype=np.float64)
+        magnitude = np.linalg.norm(thrust, axis=-1)
+        up = np.zeros_like(thrust)
+        up[..., 2] = 1.0
+        thrusting = magnitude > 0.0
+        up[thrusting] = thrust[thrusting] / magnitude[thrusting, None]
+        throttle = magnitude / float(params.max_thrust)
+        gimbal = np.zeros((landers, steps, 0))
     else:
         position = np.asarray(states.position, dtype=np.float64)
         velocity = np.asarray(states.velocity, dtype=np.float64)
@@ -120,7 +140,7 @@ def flight_record(vehicle: Any, params: Any, trajectory: Any, control_dt: float)
         height=height,
         up=up,
         lean=lean,
-        throttle=actions[..., 0],
+        throttle=throttle,
         gimbal=gimbal,
         active=active,
     )

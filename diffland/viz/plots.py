@@ -239,10 +239,12 @@ def plot_attitude(
 ) -> pathlib.Path:
     """Plot the lean of the body axis towards +x and +y (degrees) against time.
 
-    For the planar booster the lean towards +x is its pitch. Raises ``ValueError`` for
-    vertical landers, which always point straight up.
+    For the planar booster the lean towards +x is its pitch. The point-mass lander has no
+    body axis, so its panels show the tilt of the thrust from vertical instead. Raises
+    ``ValueError`` for vertical landers, which always point straight up.
     """
-    if {record.vehicle for record in records.values()} == {"vertical"}:
+    kinds = {record.vehicle for record in records.values()}
+    if kinds == {"vertical"}:
         raise ValueError("vertical landers have no attitude to plot; they always point up.")
 
     def draw(column, record, lander, steps):
@@ -251,7 +253,10 @@ def plot_attitude(
         column[1].plot(time, record.lean[lander, steps, 1])
         column[1].set_xlabel("time since ignition (s)")
 
-    rows = ("lean towards +x (deg)", "lean towards +y (deg)")
+    if kinds == {"point_mass"}:
+        rows = ("thrust tilt towards +x (deg)", "thrust tilt towards +y (deg)")
+    else:
+        rows = ("lean towards +x (deg)", "lean towards +y (deg)")
     figure, _ = _series_grid(records, rows, draw, landers)
     figure.tight_layout()
     return _save(figure, path)
