@@ -105,6 +105,34 @@ def test_neuro_cascade_initially_equals_cascade(case):
     np.testing.assert_array_equal(np.asarray(neuro_action), np.asarray(pid_action))
 
 
+def test_neuro_cascade_corrects_saturated_action():
+    """A tilted start makes the cascade command a gimbal beyond its limit. A correction
+    of one half range must still move the gimbal by that amount, clipped to the bounds,
+    because it is added to the bounded action."""
+    task, _ = task_for("planar")
+    state = make_planar_state(x=0.0, z=1500.0, vx=0.0, vz=-200.0, mass=32_000.0, pitch=0.3)
+    pid = CascadedPID(task.vehicle, CONTROL_DT)
+    neuro = NeuroCascadedPID(task.vehicle, CONTROL_DT, hidden=(4,), correction_scale=1.0)
+    pid_variables = init_controller(task, pid, jax.random.PRNGKey(0), state)
+    variables = init_controller(task, neuro, jax.random.PRNGKey(1), state)
+    carry = pid.initial_carry()
+    command, _ = pid.apply(pid_variables, state, task.params, carry, method=CascadedPID.command)
+    pid_action, _ = pid.apply(pid_variables, state, task.params, carry)
+    low, high = (np.asarray(x) for x in task.vehicle.action_bounds(task.params))
+    assert abs(float(command[1])) > high[1]  # the cascade saturates the gimbal
+
+    output = variables["params"]["correction"]["Dense_1"]
+    sign = -np.sign(float(command[1]))
+    output["bias"] = jnp.array([0.0, 0.5 * sign])  # half of a half range, away from the bound
+    action, _ = neuro.apply(variables, state, task.params, carry)
+
+    half = 0.5 * (high[1] - low[1])
+    expected = np.clip(float(pid_action[1]) + 0.5 * sign * half, low[1], high[1])
+    np.testing.assert_allclose(float(action[1]), expected, rtol=1e-6)
+    assert abs(float(action[1]) - float(pid_action[1])) > 0.4 * half
+    np.testing.assert_allclose(float(action[0]), float(pid_action[0]), rtol=1e-6)
+
+
 def test_gains_round_trip_through_params():
     gains = CascadedGains(kp=5.0, position_gain=3.0, decel_fraction=0.6)
     task, starts = task_for("planar")
