@@ -443,3 +443,26 @@ def format_table(controllers: Mapping[str, Mapping[str, Any]]) -> str:
     ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def experiment_parser(experiment: str, description: str) -> argparse.ArgumentParser:
+    """Return the parser of an experiment with the common options, --set and --seeds."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m experiments.{experiment}", description=description
+    )
+    add_common_arguments(parser)
+    add_override_argument(parser)
+    parser.add_argument("--seeds", type=int, default=1, help="number of training seeds (default 1)")
+    return parser
+
+
+def resume_command(experiment: str, args: argparse.Namespace, run_folder: pathlib.Path) -> str:
+    """Return the command line that continues a run parsed by :func:`experiment_parser`."""
+    command = f"python -m experiments.{experiment} --resume --out {run_folder}"
+    if args.quick:
+        command += " --quick"
+    if args.seeds != 1:
+        command += f" --seeds {args.seeds}"
+    for assignment in args.set:
+        command += f" --set {assignment}"
+    return command

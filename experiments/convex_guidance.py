@@ -777,25 +777,12 @@ def load_run(run_folder: pathlib.Path) -> common.LoadedRun:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
-    )
-    common.add_common_arguments(parser)
-    common.add_override_argument(parser)
-    parser.add_argument("--seeds", type=int, default=1, help="number of training seeds (default 1)")
-    return parser
+    return common.experiment_parser(EXPERIMENT, __doc__.split("\n\n")[0])
 
 
 def resume_command(args: argparse.Namespace, run_folder: pathlib.Path) -> str:
     """Return the command line that continues this run."""
-    command = f"python -m experiments.{EXPERIMENT} --resume --out {run_folder}"
-    if args.quick:
-        command += " --quick"
-    if args.seeds != 1:
-        command += f" --seeds {args.seeds}"
-    for assignment in args.set:
-        command += f" --set {assignment}"
-    return command
+    return common.resume_command(EXPERIMENT, args, run_folder)
 
 
 def main(argv: list[str] | None = None) -> int:
