@@ -160,13 +160,24 @@ def test_second_signal_raises_at_once():
 
 
 def test_signals_ignored_while_saving(caplog):
+    # A shell that starts a background job sets SIGINT to SIG_IGN, and StopSignals
+    # leaves an ignored signal alone, so give SIGINT its usual handler for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        stop = ignore_sigint_while_saving(caplog)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    assert stop.pending is None
+    assert "received SIGINT while saving the final checkpoint" in caplog.text
+
+
+def ignore_sigint_while_saving(caplog):
     with StopSignals() as stop:
         stop.mode = "ignore"
         with caplog.at_level(logging.WARNING, logger="diffland.training.interrupts"):
             os.kill(os.getpid(), signal.SIGINT)
-
-    assert stop.pending is None
-    assert "received SIGINT while saving the final checkpoint" in caplog.text
+    return stop
 
 
 def test_stop_signals_restore_handlers():
