@@ -233,6 +233,21 @@ def _clone_teacher(task, config, name, teacher, student, pool, seed, folder, res
     return result.params, figures
 
 
+def choose_teacher(name: str, scores: dict[str, tuple[float, ...]]) -> str | None:
+    """Return the controller whose actions ``name`` is fitted to before APG, or None.
+
+    The MLP is fitted to the tuned PID. The NeuroPID's correction is fitted to the
+    trained MLP only if the MLP's validation score (success rate, then less propellant)
+    beats the tuned PID's. Otherwise it starts from a zero correction, which is the
+    tuned PID itself, because a fit to a worse teacher would start it below its PID.
+    """
+    if name == "mlp":
+        return "pid_tuned"
+    if name == "neuro_pid" and scores["mlp"] > scores["pid_tuned"]:
+        return "mlp"
+    return None
+
+
 def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
     """Train the controllers of one seed and score them on the held-out set."""
     key = jax.random.PRNGKey(seed)
@@ -271,18 +286,25 @@ def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
         "mlp": lambda: MLPPolicy(task.vehicle),
         "neuro_pid": lambda: NeuroCascadedPID(task.vehicle, config.control_dt, gains=tuned),
     }
-    teachers = {"mlp": "pid_tuned", "neuro_pid": "mlp"}
     trained: dict[str, tuple[Any, Any]] = {}
+    scores: dict[str, tuple[float, ...]] = {}
     tuned = None
     for name, build in builders.items():
         controller = build()
         initial = imitation = None
-        if name in teachers:
+        teacher = choose_teacher(name, scores)
+        if teacher is None and name == "neuro_pid":
+            logger.info(
+                "the MLP scored no better than the tuned PID on validation, so the "
+                "NeuroPID starts from a zero correction (seed %d)",
+                seed,
+            )
+        if teacher is not None:
             initial, imitation = _clone_teacher(
                 task,
                 config,
                 name,
-                trained[teachers[name]],
+                trained[teacher],
                 controller,
                 pool,
                 seed,
@@ -303,6 +325,7 @@ def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
         timings["compile"] += result.compile_seconds
         timings["train"] += result.train_seconds
         trained[name] = (controller, result.selected_params)
+        scores[name] = tuple(float(x) for x in np.asarray(result.state.best_score))
         score(
             name,
             controller,

@@ -52,15 +52,17 @@ def test_booster_experiment_smoke_results_file(tmp_path, monkeypatch):
     booster_landing.run(module.SPEC, config, folder, resume=False)
 
     assert starts["pid_tuned"] is None
-    assert starts["neuro_pid"] is not None
     assert starts["mlp"] is not None
-    # A resumed run continues the checkpoints and does not repeat the fits.
+    # Whether the NeuroPID is fitted to the MLP depends on their validation scores.
     first = json.loads((folder / "results.json").read_text())
+    neuro_fitted = "imitation" in first["controllers"]["neuro_pid"]["per_seed"][0]
+    assert (starts["neuro_pid"] is not None) == neuro_fitted
+    # A resumed run continues the checkpoints and does not repeat the fits.
     booster_landing.run(module.SPEC, config, folder, resume=True)
     assert starts["mlp"] is None
     assert starts["neuro_pid"] is None
     again = json.loads((folder / "results.json").read_text())
-    for name in ("mlp", "neuro_pid"):
+    for name in ("mlp", "neuro_pid") if neuro_fitted else ("mlp",):
         first_fit = first["controllers"][name]["per_seed"][0]["imitation"]
         assert again["controllers"][name]["per_seed"][0]["imitation"] == first_fit
 
@@ -88,6 +90,8 @@ def test_booster_experiment_smoke_results_file(tmp_path, monkeypatch):
     assert setup["params"]["max_thrust"] == pytest.approx(845.0e3)
     assert setup["scenario"]["offset_range"] == [0.0, 50.0]
     teachers = {"mlp": "CascadedPID", "neuro_pid": "MLPPolicy"}
+    if not neuro_fitted:
+        del teachers["neuro_pid"]
     for name, teacher in teachers.items():
         imitation = results["controllers"][name]["per_seed"][0]["imitation"]
         assert imitation["teacher"] == teacher
@@ -95,6 +99,19 @@ def test_booster_experiment_smoke_results_file(tmp_path, monkeypatch):
         assert imitation["action_error"] >= 0.0
         assert imitation["action_error_before"] > 0.0
     assert (folder / "plots" / "landings_seed0.png").stat().st_size > 0
+
+
+def test_neuro_pid_clones_mlp_only_if_better():
+    pid = (0.90, -4100.0)
+    assert booster_landing.choose_teacher("mlp", {"pid_tuned": pid}) == "pid_tuned"
+    better = {"pid_tuned": pid, "mlp": (0.95, -4200.0)}
+    assert booster_landing.choose_teacher("neuro_pid", better) == "mlp"
+    worse = {"pid_tuned": pid, "mlp": (0.50, -3900.0)}
+    assert booster_landing.choose_teacher("neuro_pid", worse) is None
+    # Equal success: the one that uses less propellant scores higher.
+    thriftier = {"pid_tuned": pid, "mlp": (0.90, -4000.0)}
+    assert booster_landing.choose_teacher("neuro_pid", thriftier) == "mlp"
+    assert booster_landing.choose_teacher("pid_tuned", better) is None
 
 
 def test_limit_options_reach_the_cost():
