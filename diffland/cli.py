@@ -416,8 +416,9 @@ def run_bench(command: Bench) -> int:
     name = f"{EXPERIMENTS_PACKAGE}.throughput"
     if importlib.util.find_spec(name) is None:
         raise CliError(
-            "the benchmark module experiments.throughput is not installed in this version of "
-            "diffland, so there is nothing to run. Update diffland to a version that has it."
+            "the throughput benchmark (experiments.throughput) is not written yet, so there "
+            "is nothing to run. BENCHMARKS.md lists the measurements made so far and the "
+            "commands that made them."
         )
     module = importlib.import_module(name)
     argv = []
