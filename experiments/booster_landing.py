@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import pathlib
 import sys
 import time
@@ -187,7 +188,17 @@ def _sample(spec: BoosterSpec, params, key, count: int, chunk: int):
     return sample_booster_states(key, count, spec.vehicle, params, spec.scenario, chunk=chunk)
 
 
-def _clone_teacher(task, config, name, teacher, student, pool, seed, folder, resume):
+def _validation_score(task, controller, params, validation) -> tuple[float, float]:
+    """Return the success rate and the negated mean propellant of successful landings,
+    the score by which the trainer ranks parameters."""
+    _, outcome = rollout_outcomes(task, controller, {"params": params}, validation)
+    success = np.asarray(outcome.success)
+    used = np.asarray(outcome.propellant_used)
+    propellant = float(used[success].mean()) if success.any() else math.inf
+    return float(success.mean()), -propellant
+
+
+def _clone_teacher(task, config, name, teacher, student, pool, seed, folder, resume, baseline=None):
     """Fit the controller ``name`` (``student``) to ``teacher`` along its rollouts.
 
     ``teacher`` is a controller and its params. A student with memory (the NeuroPID)
@@ -196,6 +207,10 @@ def _clone_teacher(task, config, name, teacher, student, pool, seed, folder, res
     teacher's rollouts stays exact. Returns the fitted parameters (None when a resumed
     run continues a checkpoint of ``name``, so the fit is not repeated) and the fit's
     figures, which are stored in the run folder and read back on resume.
+
+    With a ``baseline`` (the validation states and the score of the student's own
+    start) the fitted parameters are returned only if their validation score beats
+    it; otherwise the result is None and ``used`` in the figures is false.
     """
     record = folder / "checkpoints" / f"seed{seed}" / f"{name}_imitation.json"
     checkpoints = record.parent / name
@@ -227,10 +242,26 @@ def _clone_teacher(task, config, name, teacher, student, pool, seed, folder, res
         "action_error": result.final_error,
         "action_error_before": result.initial_error,
         "pairs": result.pairs,
-        "seconds": time.perf_counter() - start,
+        "used": True,
     }
+    params = result.params
+    if baseline is not None:
+        validation, baseline_score = baseline
+        score = _validation_score(task, student, params, validation)
+        figures["validation_success"] = score[0]
+        figures["used"] = score > baseline_score
+        if not figures["used"]:
+            logging.getLogger(__name__).info(
+                "the fitted %s validates at %.2f%% success, no better than its start "
+                "(%.2f%%), so it starts from its own initial parameters",
+                name,
+                100 * score[0],
+                100 * baseline_score[0],
+            )
+            params = None
+    figures["seconds"] = time.perf_counter() - start
     common.write_json(record, figures)
-    return result.params, figures
+    return params, figures
 
 
 def choose_teacher(name: str, scores: dict[str, tuple[float, ...]]) -> str | None:
@@ -246,6 +277,15 @@ def choose_teacher(name: str, scores: dict[str, tuple[float, ...]]) -> str | Non
     if name == "neuro_pid" and scores["mlp"] > scores["pid_tuned"]:
         return "mlp"
     return None
+
+
+def _baseline(name, task, trained, validation):
+    """Return the validation states and the tuned PID's score, which a fit of the
+    NeuroPID (whose zero correction is that PID) must beat; None for other students."""
+    if name != "neuro_pid":
+        return None
+    controller, params = trained["pid_tuned"]
+    return validation, _validation_score(task, controller, params, validation)
 
 
 def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
@@ -310,6 +350,7 @@ def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
                 seed,
                 run_folder,
                 resume,
+                baseline=_baseline(name, task, trained, validation),
             )
         result, histories[name] = train_controller(
             name,
