@@ -208,9 +208,9 @@ def _clone_teacher(task, config, name, teacher, student, pool, seed, folder, res
     run continues a checkpoint of ``name``, so the fit is not repeated) and the fit's
     figures, which are stored in the run folder and read back on resume.
 
-    With a ``baseline`` (the validation states and the score of the student's own
-    start) the fitted parameters are returned only if their validation score beats
-    it; otherwise the result is None and ``used`` in the figures is false.
+    A ``baseline`` is the validation states and the score of the student's own start.
+    With one, the fitted parameters are returned only if their validation score beats
+    that score. Otherwise the result is None and ``used`` in the figures is false.
     """
     record = folder / "checkpoints" / f"seed{seed}" / f"{name}_imitation.json"
     checkpoints = record.parent / name

@@ -466,3 +466,22 @@ def resume_command(experiment: str, args: argparse.Namespace, run_folder: pathli
     for assignment in args.set:
         command += f" --set {assignment}"
     return command
+
+
+def prepare_run(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, config_class, experiment
+):
+    """Build the config from the parsed options, create the run folder and save the config.
+
+    Returns ``(config, run_folder)``. Invalid options and run folders end the program
+    through ``parser.error`` before anything is compiled.
+    """
+    try:
+        config = config_class.create(args.quick, args.seeds)
+        config = apply_overrides(config, args.set)
+        config.validate()
+        run_folder = prepare_run_folder(args.out, args.resume, experiment)
+        save_config(run_folder, config, args.resume)
+    except (ValueError, RunFolderError) as error:
+        parser.error(str(error))
+    return config, run_folder

@@ -793,14 +793,7 @@ def main(argv: list[str] | None = None) -> int:
         import diffland.guidance  # noqa: F401
     except ImportError as error:
         parser.error(str(error))
-    try:
-        config = ConvexGuidanceConfig.create(args.quick, args.seeds)
-        config = common.apply_overrides(config, args.set)
-        config.validate()
-        run_folder = common.prepare_run_folder(args.out, args.resume, EXPERIMENT)
-        common.save_config(run_folder, config, args.resume)
-    except (ValueError, common.RunFolderError) as error:
-        parser.error(str(error))
+    config, run_folder = common.prepare_run(parser, args, ConvexGuidanceConfig, EXPERIMENT)
 
     try:
         results = run(config, run_folder, args.resume)

@@ -390,14 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     common.configure_logging(args.log_level)
-    try:
-        config = VerticalLandingConfig.create(args.quick, args.seeds)
-        config = common.apply_overrides(config, args.set)
-        config.validate()
-        run_folder = common.prepare_run_folder(args.out, args.resume, EXPERIMENT)
-        common.save_config(run_folder, config, args.resume)
-    except (ValueError, common.RunFolderError) as error:
-        parser.error(str(error))
+    config, run_folder = common.prepare_run(parser, args, VerticalLandingConfig, EXPERIMENT)
 
     try:
         results = run(config, run_folder, args.resume)

@@ -58,7 +58,8 @@ def test_booster_experiment_smoke_results_file(tmp_path, monkeypatch):
     # The fit is also dropped when it validates no better than the tuned PID.
     neuro_record = first["controllers"]["neuro_pid"]["per_seed"][0].get("imitation")
     neuro_fitted = neuro_record is not None
-    assert (starts["neuro_pid"] is not None) == (neuro_fitted and neuro_record["used"])
+    neuro_used = neuro_fitted and neuro_record["used"]
+    assert (starts["neuro_pid"] is not None) == neuro_used
     # A resumed run continues the checkpoints and does not repeat the fits.
     booster_landing.run(module.SPEC, config, folder, resume=True)
     assert starts["mlp"] is None
