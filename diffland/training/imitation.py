@@ -198,11 +198,11 @@ def _check_pairs(task: LandingTask, states: Any, actions: jax.Array, carries: An
             f"teacher actions have shape {actions.shape}, expected ({count}, {size}) for "
             f"{type(task.vehicle).__name__}. Build the pairs with teacher_pairs."
         )
-    for what, tree in (("states", states), ("student carries", carries)):
+    for field, tree in (("states", states), ("student carries", carries)):
         for leaf in jax.tree_util.tree_leaves(tree):
             if leaf.shape[0] != count:
                 raise ValueError(
-                    f"the pair {what} have {leaf.shape[0]} entries but there are {count} "
+                    f"the pair {field} have {leaf.shape[0]} entries but there are {count} "
                     "actions. Pass the entries of one teacher_pairs call."
                 )
     if not np.all(np.isfinite(np.asarray(actions))):
