@@ -329,6 +329,31 @@ def rollout(
     )
 
 
+def final_state(
+    vehicle: Vehicle,
+    config: SimConfig,
+    policy: Policy,
+    initial_state: State,
+    params: Params,
+    policy_carry: Any,
+) -> SimState:
+    """Simulate like :func:`rollout` but keep only the simulation state after the last step.
+
+    Nothing is recorded per step, so this is the forward pass to use where only the end
+    state matters (evaluation, throughput measurements). Batch with ``jax.vmap``.
+    """
+
+    def body(carry, _):
+        sim, memory = carry
+        action, memory = policy(sim.vehicle, params, memory)
+        return (control_step(vehicle, config, sim, action, params), memory), None
+
+    (final, _), _ = jax.lax.scan(
+        body, (initial_sim_state(initial_state), policy_carry), None, length=config.horizon
+    )
+    return final
+
+
 def _nested_scan(body, carry, steps: jax.Array, segment: int):
     """Run ``lax.scan(body, carry, steps)`` as a scan over checkpointed segments.
 
