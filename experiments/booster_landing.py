@@ -96,6 +96,9 @@ class BoosterLandingConfig:
     imitation: ImitationConfig = ImitationConfig(steps=8000, batch_size=4096, learning_rate=3e-3)
     """Behaviour-cloning fit before APG training: of the MLP to the tuned cascaded PID,
     then of the NeuroPID's correction to the trained MLP."""
+    neuro_pid_action_features: bool = False
+    """Feed the NeuroPID's network the PID's bounded action as well as the observation
+    (:attr:`~diffland.controllers.cascaded.NeuroCascadedPID.action_features`)."""
     imitation_states: int = 2048
     """Number of training-pool start states (the first ones, at most ``train_pool``) whose
     teachers' rollouts give each fit's state-action pairs. The fit's seed is
@@ -161,6 +164,16 @@ def create_config(
     if isinstance(states, bool) or not (isinstance(states, int) and states >= 1):
         raise ValueError(f"imitation_states = {states!r} is invalid: pass an integer >= 1.")
     return config
+
+
+def neuro_pid(task: LandingTask, config: BoosterLandingConfig, gains) -> NeuroCascadedPID:
+    """Return the NeuroPID of this experiment around the cascaded PID with ``gains``."""
+    return NeuroCascadedPID(
+        task.vehicle,
+        config.control_dt,
+        gains=gains,
+        action_features=config.neuro_pid_action_features,
+    )
 
 
 def limit_exceeded_rates(cost: LandingCost, outcome: Any) -> dict[str, float]:
@@ -324,7 +337,7 @@ def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
     builders = {
         "pid_tuned": lambda: hand,
         "mlp": lambda: MLPPolicy(task.vehicle),
-        "neuro_pid": lambda: NeuroCascadedPID(task.vehicle, config.control_dt, gains=tuned),
+        "neuro_pid": lambda: neuro_pid(task, config, tuned),
     }
     trained: dict[str, tuple[Any, Any]] = {}
     scores: dict[str, tuple[float, ...]] = {}
@@ -451,7 +464,7 @@ def load_run(spec: BoosterSpec, run_folder: pathlib.Path) -> common.LoadedRun:
                 controller = hand
             elif name == "neuro_pid":
                 tuned = hand.gains_from_params(controllers["pid_tuned"][1]["params"])
-                controller = NeuroCascadedPID(task.vehicle, config.control_dt, gains=tuned)
+                controller = neuro_pid(task, config, tuned)
             else:
                 controller = MLPPolicy(task.vehicle)
             params = common.restore_selected_params(

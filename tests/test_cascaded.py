@@ -88,12 +88,13 @@ def test_hand_tuned_cascade_lands_both_starts(case):
     assert np.all(np.asarray(outcome.success)), outcome
 
 
+@pytest.mark.parametrize("action_features", [False, True])
 @pytest.mark.parametrize("case", CASES)
-def test_neuro_cascade_initially_equals_cascade(case):
+def test_neuro_cascade_initially_equals_cascade(case, action_features):
     task, starts = task_for(case)
     state = first(starts)
     pid = CascadedPID(task.vehicle, CONTROL_DT)
-    neuro = NeuroCascadedPID(task.vehicle, CONTROL_DT)
+    neuro = NeuroCascadedPID(task.vehicle, CONTROL_DT, action_features=action_features)
     pid_variables = init_controller(task, pid, jax.random.PRNGKey(0), state)
     neuro_variables = init_controller(task, neuro, jax.random.PRNGKey(1), state)
 
@@ -131,6 +132,41 @@ def test_neuro_cascade_corrects_saturated_action():
     np.testing.assert_allclose(float(action[1]), expected, rtol=1e-6)
     assert abs(float(action[1]) - float(pid_action[1])) > 0.4 * half
     np.testing.assert_allclose(float(action[0]), float(pid_action[0]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_neuro_cascade_network_sees_scaled_pid_action(case):
+    """With action_features the network's input is the observation followed by the
+    PID's bounded action mapped to [-1, 1] over the bounds; the correction computed by
+    hand from the same weights must match."""
+    task, starts = task_for(case)
+    state = first(starts)
+    pid = CascadedPID(task.vehicle, CONTROL_DT)
+    neuro = NeuroCascadedPID(task.vehicle, CONTROL_DT, hidden=(5,), action_features=True)
+    pid_variables = init_controller(task, pid, jax.random.PRNGKey(0), state)
+    variables = init_controller(task, neuro, jax.random.PRNGKey(1), state)
+    size = task.vehicle.action_size
+    observation = np.asarray(task.vehicle.observation(state, task.params))
+    network = variables["params"]["correction"]
+    assert network["Dense_0"]["kernel"].shape == (observation.size + size, 5)
+    rng = np.random.default_rng(0)
+    network["Dense_1"]["kernel"] = jnp.asarray(rng.normal(0.0, 0.1, (5, size)), jnp.float32)
+
+    carry = pid.initial_carry()
+    pid_action, _ = pid.apply(pid_variables, state, task.params, carry)
+    action, _ = neuro.apply(variables, state, task.params, carry)
+
+    low, high = (np.asarray(x, np.float64) for x in task.vehicle.action_bounds(task.params))
+    half = 0.5 * (high - low)
+    scaled = (np.asarray(pid_action, np.float64) - 0.5 * (low + high)) / half
+    inputs = np.concatenate([observation, scaled])
+    hidden = np.tanh(inputs @ np.asarray(network["Dense_0"]["kernel"]))
+    correction = hidden @ np.asarray(network["Dense_1"]["kernel"])
+    expected = np.clip(
+        np.asarray(pid_action) + neuro.correction_scale * half * correction, low, high
+    )
+    np.testing.assert_allclose(np.asarray(action), expected, rtol=1e-5, atol=1e-7)
+    assert np.max(np.abs(np.asarray(action) - np.asarray(pid_action))) > 1e-4
 
 
 def test_gains_round_trip_through_params():

@@ -289,6 +289,11 @@ class NeuroCascadedPID(nn.Module):
     """Passed to the :class:`CascadedPID`."""
     min_time_to_go: float = 4.0
     """Passed to the :class:`CascadedPID`."""
+    action_features: bool = False
+    """Also feed the network the PID's bounded action, scaled to ``[-1, 1]`` over the
+    action bounds. The 6-DOF PID steers in the body frame from the full attitude, while
+    the observation gives the body axis but not the roll about it, so without this input
+    the network cannot tell what the PID is doing."""
     dtype: Any = None
     """Computation dtype of the network only."""
     param_dtype: Any = jnp.float32
@@ -314,8 +319,11 @@ class NeuroCascadedPID(nn.Module):
         low, high = self.vehicle.action_bounds(params)
         features = self.vehicle.observation(state, params)
         half = 0.5 * (high - low)
-        correction = self.correction_scale * half * self.correction(features)
-        action = bounded_action(command, low, high) + correction
+        action = bounded_action(command, low, high)
+        if self.action_features:
+            scaled = (action - 0.5 * (low + high)) / half
+            features = jnp.concatenate([features, scaled.astype(features.dtype)])
+        action = action + self.correction_scale * half * self.correction(features)
         return jnp.clip(action, low, high), carry
 
     def initial_carry(self, dtype=jnp.float32) -> PIDCarry:
