@@ -38,7 +38,13 @@ from diffland.training import LandingCost, LandingTask, init_controller
 from diffland.training.callbacks import MetricsHistory
 from diffland.training.checkpoint import CheckpointStore
 from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
-from diffland.training.imitation import ImitationConfig, fit_to_teacher, teacher_pairs
+from diffland.training.imitation import (
+    ImitationConfig,
+    fit_to_teacher,
+    join_pairs,
+    student_pairs,
+    teacher_pairs,
+)
 from diffland.viz.plots import plot_booster_landings, plot_training_curves
 from experiments import common
 from experiments.vertical_landing import ControllerSetting, train_controller, trainer_config
@@ -99,6 +105,10 @@ class BoosterLandingConfig:
     neuro_pid_action_features: bool = False
     """Feed the NeuroPID's network the PID's bounded action as well as the observation
     (:attr:`~diffland.controllers.cascaded.NeuroCascadedPID.action_features`)."""
+    dagger_rounds: int = 0
+    """Rounds of dataset aggregation after a fit to a memoryless teacher (the MLP): each
+    round rolls out the fitted student, labels its states with the teacher's actions, adds
+    them to the pairs and fits again from the fitted parameters."""
     imitation_states: int = 2048
     """Number of training-pool start states (the first ones, at most ``train_pool``) whose
     teachers' rollouts give each fit's state-action pairs. The fit's seed is
@@ -160,6 +170,9 @@ def create_config(
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
     config.cost()  # raises ValueError for any remaining invalid limit
+    rounds = config.dagger_rounds
+    if isinstance(rounds, bool) or not (isinstance(rounds, int) and rounds >= 0):
+        raise ValueError(f"dagger_rounds = {rounds!r} is invalid: pass an integer >= 0.")
     states = config.imitation_states
     if isinstance(states, bool) or not (isinstance(states, int) and states >= 1):
         raise ValueError(f"imitation_states = {states!r} is invalid: pass an integer >= 1.")
@@ -257,6 +270,10 @@ def _clone_teacher(task, config, name, teacher, student, pool, seed, folder, res
         "pairs": result.pairs,
         "used": True,
     }
+    if config.dagger_rounds and not jax.tree_util.tree_leaves(teacher_controller.initial_carry()):
+        fit = (student, result, setting)
+        teacher = (teacher_controller, teacher_variables)
+        result = _aggregate(task, config.dagger_rounds, fit, teacher, states, pairs, figures)
     params = result.params
     if baseline is not None:
         validation, baseline_score = baseline
@@ -275,6 +292,26 @@ def _clone_teacher(task, config, name, teacher, student, pool, seed, folder, res
     figures["seconds"] = time.perf_counter() - start
     common.write_json(record, figures)
     return params, figures
+
+
+def _aggregate(task, rounds, fit, teacher, states, pairs, figures):
+    """Run ``rounds`` rounds of dataset aggregation after a fit to a memoryless teacher
+    and return the last fit; record each round's action error in ``figures``.
+
+    ``fit`` is the student, its fit result and the fit's settings; ``teacher`` is the
+    teacher controller and its variables.
+    """
+    student, result, setting = fit
+    errors = []
+    for _ in range(rounds):
+        variables = {"params": result.params}
+        own = student_pairs(task, student, variables, states, *teacher)
+        pairs = join_pairs(pairs, own)
+        result = fit_to_teacher(task, student, pairs, setting, initial_params=result.params)
+        errors.append(result.final_error)
+    if errors:
+        figures.update(action_error=errors[-1], dagger_errors=errors, pairs=result.pairs)
+    return result
 
 
 def choose_teacher(name: str, scores: dict[str, tuple[float, ...]]) -> str | None:

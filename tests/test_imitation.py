@@ -15,6 +15,8 @@ from diffland.training import (
     batch_rollout,
     fit_to_teacher,
     init_controller,
+    join_pairs,
+    student_pairs,
     teacher_pairs,
 )
 
@@ -132,6 +134,43 @@ def test_recorded_carries_reproduce_teacher():
         lambda s: student.apply(student_variables, s, task.params, student.initial_carry())[0]
     )(pair_states)
     assert np.max(np.abs(np.asarray(fresh) - np.asarray(actions))) > 1e-3
+
+
+def test_student_pairs_label_the_students_own_states():
+    """A NeuroPID with a zero correction flies as its PID, so its pairs must hold the
+    PID's own active states, the MLP teacher's action at each, and carries with which
+    the student reproduces its own actions."""
+    task = landing_task()
+    states = start_states(8)
+    pid = VerticalPID(VEHICLE, 0.1)
+    pid_variables = init_controller(task, pid, jax.random.PRNGKey(0), example(states))
+    student = NeuroPID(VEHICLE, 0.1)
+    student_variables = init_controller(task, student, jax.random.PRNGKey(1), example(states))
+    teacher = MLPPolicy(VEHICLE, hidden=(8,))
+    teacher_variables = init_controller(task, teacher, jax.random.PRNGKey(2), example(states))
+
+    pair_states, actions, carries = student_pairs(
+        task, student, student_variables, states, teacher, teacher_variables
+    )
+
+    own_states, own_actions = teacher_pairs(task, pid, pid_variables, states)
+    np.testing.assert_allclose(np.asarray(pair_states.altitude), np.asarray(own_states.altitude))
+    labels = jax.vmap(lambda s: teacher.apply(teacher_variables, s, task.params, ())[0])(
+        pair_states
+    )
+    np.testing.assert_allclose(np.asarray(actions), np.asarray(labels), rtol=1e-6)
+    assert np.max(np.abs(np.asarray(actions) - np.asarray(own_actions))) > 1e-3
+    replayed = jax.vmap(lambda s, c: student.apply(student_variables, s, task.params, c)[0])(
+        pair_states, carries
+    )
+    np.testing.assert_allclose(np.asarray(replayed), np.asarray(own_actions), atol=1e-6)
+
+    joined = join_pairs((pair_states, actions, carries), (pair_states, actions, carries))
+    assert joined[1].shape == (2 * actions.shape[0], 1)
+    with pytest.raises(ValueError, match="differ in length"):
+        join_pairs((pair_states, actions, carries), (pair_states, actions))
+    with pytest.raises(ValueError, match="memoryless teacher"):
+        student_pairs(task, student, student_variables, states, pid, pid_variables)
 
 
 def test_cloning_fits_correction_with_pid_fixed():

@@ -16,6 +16,8 @@ from diffland.training.imitation import (
     ImitationConfig,
     ImitationResult,
     fit_to_teacher,
+    join_pairs,
+    student_pairs,
     teacher_pairs,
 )
 from diffland.training.interrupts import TrainingInterrupted
@@ -59,5 +61,7 @@ __all__ = [
     "make_optimizer",
     "rollout_outcomes",
     "summarize_outcomes",
+    "join_pairs",
+    "student_pairs",
     "teacher_pairs",
 ]

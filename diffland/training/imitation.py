@@ -126,17 +126,74 @@ def teacher_pairs(
         )
     rollout = jax.jit(lambda variables, states: batch_rollout(task, teacher, variables, states))
     trajectory = rollout(teacher_variables, states)
+    flat = _active_steps(trajectory)
+    pair_states = jax.tree_util.tree_map(flat, trajectory.states)
+    if student is None:
+        return pair_states, flat(trajectory.actions)
+    carries = _student_carries(task, student, student_variables, trajectory.states)
+    return pair_states, flat(trajectory.actions), jax.tree_util.tree_map(flat, carries)
+
+
+def _active_steps(trajectory: Any):
+    """Return a function that flattens a (lander, step) leaf of ``trajectory`` into its
+    active steps, lander by lander in time order."""
     active = np.asarray(trajectory.active).reshape(-1)
 
     def flat(x):
         x = np.asarray(x)
         return jnp.asarray(x.reshape(-1, *x.shape[2:])[active])
 
+    return flat
+
+
+def student_pairs(
+    task: LandingTask,
+    student: nn.Module,
+    student_variables: Any,
+    states: Any,
+    teacher: nn.Module,
+    teacher_variables: Any,
+) -> tuple[Any, ...]:
+    """Roll out ``student`` from ``states`` and label its active states with the
+    teacher's actions.
+
+    Fitting to these pairs as well as to :func:`teacher_pairs` teaches the student what
+    the teacher does where the student's own rollouts drift from the teacher's (one
+    round of dataset aggregation, DAgger: Ross, Gordon and Bagnell, AISTATS 2011). The
+    teacher must be memoryless, because its memory along the student's states would
+    differ from any memory it had in its own rollouts. The result has the layout of
+    :func:`teacher_pairs`: with a student that has memory, its carries come third.
+    """
+    task.validate(states)
+    if jax.tree_util.tree_leaves(teacher.initial_carry()):
+        raise ValueError(
+            f"{type(teacher).__name__} carries a state between control steps, so it cannot "
+            "label the student's states. Use a memoryless teacher such as MLPPolicy."
+        )
+    rollout = jax.jit(lambda variables, states: batch_rollout(task, student, variables, states))
+    trajectory = rollout(student_variables, states)
+    flat = _active_steps(trajectory)
     pair_states = jax.tree_util.tree_map(flat, trajectory.states)
-    if student is None:
-        return pair_states, flat(trajectory.actions)
+    memoryless = teacher.initial_carry()
+    label = jax.jit(
+        jax.vmap(lambda state: teacher.apply(teacher_variables, state, task.params, memoryless)[0])
+    )
+    actions = label(pair_states)
+    if not jax.tree_util.tree_leaves(student.initial_carry()):
+        return pair_states, actions
     carries = _student_carries(task, student, student_variables, trajectory.states)
-    return pair_states, flat(trajectory.actions), jax.tree_util.tree_map(flat, carries)
+    return pair_states, actions, jax.tree_util.tree_map(flat, carries)
+
+
+def join_pairs(*pair_sets: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Concatenate pair tuples of the same layout (from :func:`teacher_pairs` or
+    :func:`student_pairs`) into one."""
+    if len({len(pairs) for pairs in pair_sets}) != 1:
+        raise ValueError(
+            "the pair tuples differ in length: join pairs recorded for the same student "
+            "(all with its carries, or none)."
+        )
+    return jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts), *pair_sets)
 
 
 def _student_carries(task: LandingTask, student: nn.Module, variables: Any, states: Any) -> Any:
