@@ -294,7 +294,7 @@ class NeuroCascadedPID(nn.Module):
       current mass, and the ratio (clipped to [0, 2]) is smoothed with the gain
       ``thrust_estimate_gain``. The thrust-to-weight ratio follows as this ratio times
       the nominal one. Thrust and mass errors, throttle lag and axial drag all move
-      the estimate; the network learns what to make of it together with the speed and
+      the estimate, so the network learns its meaning together with the speed and
       height it also sees.
 
     With a zero correction the adaptive controller's action is still exactly its PID's.

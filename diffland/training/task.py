@@ -132,8 +132,8 @@ def controller_rollout(
     """Roll out one lander or episode under ``controller`` with the given flax variables.
 
     The controller is given ``task.params``. For an episode the physics uses the
-    episode's parameters, and ``task.sensor`` (if set) stands between state and
-    controller. The trajectory records the true states.
+    episode's parameters, and ``task.sensor`` (if set) measures the state that
+    the controller receives. The trajectory records the true states.
     """
     state, physics_params = episode_parts(task, initial_state)
     dtype = jax.tree_util.tree_leaves(state)[0].dtype
