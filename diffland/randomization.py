@@ -133,7 +133,7 @@ class SensorModel:
         carry = SensorCarry(
             inner=inner_carry,
             buffer=buffer,
-            key=jax.random.wrap_key_data(episode.sensor_key),
+            key=episode.sensor_key,
             noise_scale=episode.noise_scale,
             latency=jnp.clip(episode.latency, 0, self.max_latency),
         )
@@ -161,7 +161,8 @@ class SensorCarry:
     buffer: Any
     """The last ``max_latency + 1`` measured states, newest first."""
     key: jax.Array
-    """PRNG key of the next measurement's noise."""
+    """Raw ``uint32`` PRNG key data of the next measurement's noise. Raw data, not a
+    typed key, so that ``jnp.where`` (gradient truncation) can act on every carry leaf."""
     noise_scale: jax.Array
     latency: jax.Array
 

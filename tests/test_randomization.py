@@ -420,3 +420,24 @@ def test_thrust_estimate_tracks_true_thrust():
     the ratio of actual to nominal thrust."""
     assert thrust_ratio_after_rollout(1.0) == pytest.approx(1.0, abs=0.02)
     assert thrust_ratio_after_rollout(0.9) == pytest.approx(0.9, abs=0.02)
+
+
+def test_sensor_rollout_with_truncation():
+    """Gradient truncation passes every carry leaf through ``jnp.where``, the sensor's
+    noise key included; the forward rollout stays the same."""
+    vehicle = PlanarBooster()
+    params = falcon9_like_planar()
+    sensor = SensorModel((("vz", 0.1),), 1)
+    states = start_states(2)
+    episodes = sample_episodes(
+        jax.random.PRNGKey(2), states, params, RandomizationRanges(latency_steps=(1, 1))
+    )
+    controller = CascadedPID(vehicle, SIM.control_dt)
+    results = []
+    for truncation in (None, 3):
+        config = SimConfig(control_dt=0.25, substeps=1, horizon=12, truncation=truncation)
+        task = LandingTask(vehicle, params, config, sensor=sensor)
+        variables = init_controller(task, controller, jax.random.PRNGKey(0), first(episodes))
+        results.append(batch_rollout(task, controller, variables, episodes).actions)
+
+    np.testing.assert_array_equal(results[0], results[1])
