@@ -65,8 +65,8 @@ class BoosterSpec:
     sensor: SensorModel | None = None
     """Sensor noise and latency of the task (needs ``sample`` to return episodes)."""
     neuro_pid_options: tuple[tuple[str, Any], ...] = ()
-    """Keyword arguments of :class:`NeuroCascadedPID` beyond the vehicle, period and
-    gains, such as ``(("adaptive", True),)``."""
+    """Keyword arguments of :class:`NeuroCascadedPID` beyond the vehicle, period, gains
+    and ``action_features`` (set by the config), such as ``(("adaptive", True),)``."""
 
     def task(self, config: BoosterLandingConfig) -> LandingTask:
         """Return the landing task of a run with ``config``."""
