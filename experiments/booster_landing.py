@@ -33,6 +33,7 @@ import numpy as np
 from diffland.controllers import MLPPolicy
 from diffland.controllers.cascaded import CascadedPID, NeuroCascadedPID
 from diffland.dynamics import SimConfig, TouchdownMeasures, Vehicle
+from diffland.randomization import SensorModel
 from diffland.scenarios import BoosterLandingScenario, sample_booster_states
 from diffland.training import LandingCost, LandingTask, init_controller
 from diffland.training.callbacks import MetricsHistory
@@ -63,6 +64,21 @@ class BoosterSpec:
     params: Callable[[], Any]
     """Returns the vehicle parameters (a function, so nothing is built at import)."""
     scenario: BoosterLandingScenario
+    sample: Callable[[jax.Array, int, Any, int], Any] | None = None
+    """Draws the batches of training, validation and held-out starts as
+    ``sample(key, count, params, chunk)``, for example episodes with randomised
+    parameters. None: :func:`~diffland.scenarios.sample_booster_states` with ``scenario``."""
+    sensor: SensorModel | None = None
+    """Sensor noise and latency of the task (needs ``sample`` to return episodes)."""
+    neuro_pid_options: tuple[tuple[str, Any], ...] = ()
+    """Keyword arguments of :class:`NeuroCascadedPID` beyond the vehicle, period, gains
+    and ``action_features`` (set by the config), such as ``(("adaptive", True),)``."""
+
+    def task(self, config: BoosterLandingConfig) -> LandingTask:
+        """Return the landing task of a run with ``config``."""
+        return LandingTask(
+            self.vehicle, self.params(), config.sim(), config.cost(), sensor=self.sensor
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,13 +195,17 @@ def create_config(
     return config
 
 
-def neuro_pid(task: LandingTask, config: BoosterLandingConfig, gains) -> NeuroCascadedPID:
-    """Return the NeuroPID of this experiment around the cascaded PID with ``gains``."""
+def neuro_pid(
+    task: LandingTask, config: BoosterLandingConfig, gains, options: tuple = ()
+) -> NeuroCascadedPID:
+    """Return the NeuroPID of this experiment around the cascaded PID with ``gains``;
+    ``options`` are further keyword arguments (:attr:`BoosterSpec.neuro_pid_options`)."""
     return NeuroCascadedPID(
         task.vehicle,
         config.control_dt,
         gains=gains,
         action_features=config.neuro_pid_action_features,
+        **dict(options),
     )
 
 
@@ -211,6 +231,8 @@ def limit_exceeded_rates(cost: LandingCost, outcome: Any) -> dict[str, float]:
 
 
 def _sample(spec: BoosterSpec, params, key, count: int, chunk: int):
+    if spec.sample is not None:
+        return spec.sample(key, count, params, chunk)
     return sample_booster_states(key, count, spec.vehicle, params, spec.scenario, chunk=chunk)
 
 
@@ -374,7 +396,7 @@ def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
     builders = {
         "pid_tuned": lambda: hand,
         "mlp": lambda: MLPPolicy(task.vehicle),
-        "neuro_pid": lambda: neuro_pid(task, config, tuned),
+        "neuro_pid": lambda: neuro_pid(task, config, tuned, spec.neuro_pid_options),
     }
     trained: dict[str, tuple[Any, Any]] = {}
     scores: dict[str, tuple[float, ...]] = {}
@@ -484,31 +506,12 @@ def load_run(spec: BoosterSpec, run_folder: pathlib.Path) -> common.LoadedRun:
     """Rebuild a finished run's held-out set and controllers from its config and checkpoints."""
     run_folder = pathlib.Path(run_folder)
     config = common.read_run_config(run_folder, BoosterLandingConfig)
-    task = LandingTask(spec.vehicle, spec.params(), config.sim(), config.cost())
+    task = spec.task(config)
     held_out = draw_held_out(spec, config, task)
-    example = jax.tree_util.tree_map(lambda x: x[:1], held_out)
-    first = jax.tree_util.tree_map(lambda x: x[0], held_out)
-    settings = {"pid_tuned": config.pid, "neuro_pid": config.neuro_pid, "mlp": config.mlp}
-    per_seed = []
-    for seed in range(config.seeds):
-        checkpoints = run_folder / "checkpoints" / f"seed{seed}"
-        hand = CascadedPID(task.vehicle, config.control_dt)
-        controllers = {
-            "pid_hand": (hand, init_controller(task, hand, jax.random.PRNGKey(0), first))
-        }
-        for name in ("pid_tuned", "neuro_pid", "mlp"):
-            if name == "pid_tuned":
-                controller = hand
-            elif name == "neuro_pid":
-                tuned = hand.gains_from_params(controllers["pid_tuned"][1]["params"])
-                controller = neuro_pid(task, config, tuned)
-            else:
-                controller = MLPPolicy(task.vehicle)
-            params = common.restore_selected_params(
-                task, controller, trainer_config(settings[name], seed), checkpoints / name, example
-            )
-            controllers[name] = (controller, {"params": params})
-        per_seed.append(controllers)
+    per_seed = [
+        restore_controllers(spec, config, task, run_folder, seed, held_out)
+        for seed in range(config.seeds)
+    ]
     return common.LoadedRun(
         experiment=spec.experiment,
         config=config,
@@ -521,12 +524,43 @@ def load_run(spec: BoosterSpec, run_folder: pathlib.Path) -> common.LoadedRun:
     )
 
 
+def restore_controllers(
+    spec: BoosterSpec,
+    config: BoosterLandingConfig,
+    task: LandingTask,
+    run_folder: pathlib.Path,
+    seed: int,
+    starts: Any,
+) -> dict[str, tuple[Any, Any]]:
+    """Return the four controllers of one seed with their selected flax variables, read
+    from the run's checkpoints. ``starts`` is a batch of start states (or episodes)."""
+    example = jax.tree_util.tree_map(lambda x: x[:1], starts)
+    first = jax.tree_util.tree_map(lambda x: x[0], starts)
+    settings = {"pid_tuned": config.pid, "neuro_pid": config.neuro_pid, "mlp": config.mlp}
+    checkpoints = pathlib.Path(run_folder) / "checkpoints" / f"seed{seed}"
+    hand = CascadedPID(task.vehicle, config.control_dt)
+    controllers = {"pid_hand": (hand, init_controller(task, hand, jax.random.PRNGKey(0), first))}
+    for name in ("pid_tuned", "neuro_pid", "mlp"):
+        if name == "pid_tuned":
+            controller = hand
+        elif name == "neuro_pid":
+            tuned = hand.gains_from_params(controllers["pid_tuned"][1]["params"])
+            controller = neuro_pid(task, config, tuned, spec.neuro_pid_options)
+        else:
+            controller = MLPPolicy(task.vehicle)
+        params = common.restore_selected_params(
+            task, controller, trainer_config(settings[name], seed), checkpoints / name, example
+        )
+        controllers[name] = (controller, {"params": params})
+    return controllers
+
+
 def run(spec: BoosterSpec, config: BoosterLandingConfig, run_folder: pathlib.Path, resume: bool):
     """Run every seed, write ``results.json`` and plots, and return the results."""
     logger = logging.getLogger(spec.experiment)
     total_start = time.perf_counter()
-    params = spec.params()
-    task = LandingTask(spec.vehicle, params, config.sim(), config.cost())
+    task = spec.task(config)
+    params = task.params
     start = time.perf_counter()
     held_out = draw_held_out(spec, config, task)
     timings = {"compile": 0.0, "train": 0.0, "eval": time.perf_counter() - start}

@@ -44,6 +44,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from diffland.controllers.bounds import bounded_action
 from diffland.controllers.mlp import MLP
@@ -277,6 +278,26 @@ class NeuroCascadedPID(nn.Module):
 
     NOTE: on the 6-DOF booster the same fit reached only 70.9 % validation success and
     APG from a zero correction levels off near 95.6 % held-out, below the MLP's 99.7 %.
+
+    Adaptive inputs (``adaptive=True``, default off). The observation alone does not
+    tell the network how the vehicle differs from the nominal model it is designed
+    with. The network then also gets two signals of that difference, both computed from
+    the states the controller sees and kept in the carry:
+
+    - the last ``error_history`` vertical-velocity errors of the outer loop (newest
+      first, in 10 m/s). A thrust or mass error shows up first as a persistent error of
+      the vertical loop, before the integral has absorbed it;
+    - an online estimate of the ratio of actual to nominal thrust, minus one. Each step
+      measures the acceleration by differencing the velocity, adds gravity, and takes
+      the part along the previous body axis. It divides that by the acceleration the
+      previous throttle command would give with the nominal ``max_thrust`` at the
+      current mass, and the ratio (clipped to [0, 2]) is smoothed with the gain
+      ``thrust_estimate_gain``. The thrust-to-weight ratio follows as this ratio times
+      the nominal one. Thrust and mass errors, throttle lag and axial drag all move
+      the estimate, so the network learns its meaning together with the speed and
+      height it also sees.
+
+    With a zero correction the adaptive controller's action is still exactly its PID's.
     """
 
     vehicle: Vehicle
@@ -297,8 +318,27 @@ class NeuroCascadedPID(nn.Module):
     dtype: Any = None
     """Computation dtype of the network only."""
     param_dtype: Any = jnp.float32
+    adaptive: bool = False
+    """Feed the network the recent tracking errors and the thrust estimate (see above)."""
+    error_history: int = 4
+    """Number of recent vertical-velocity errors the adaptive network sees."""
+    thrust_estimate_gain: float = 0.3
+    """Weight of each new measurement in the smoothed thrust ratio, in (0, 1]."""
 
     def setup(self):
+        if self.adaptive:
+            count = self.error_history
+            if isinstance(count, bool) or not (isinstance(count, int) and count >= 1):
+                raise ValueError(
+                    f"NeuroCascadedPID.error_history = {count!r} is invalid: pass an integer "
+                    ">= 1 (control steps)."
+                )
+            gain = self.thrust_estimate_gain
+            if not (isinstance(gain, int | float) and 0.0 < gain <= 1.0):
+                raise ValueError(
+                    f"NeuroCascadedPID.thrust_estimate_gain = {gain!r} is invalid: pass a "
+                    "number in (0, 1]."
+                )
         self.pid = CascadedPID(
             self.vehicle,
             self.control_dt,
@@ -315,7 +355,8 @@ class NeuroCascadedPID(nn.Module):
         )
 
     def __call__(self, state, params, carry):
-        command, carry = self.pid.command(state, params, carry)
+        pid_carry = carry.pid if self.adaptive else carry
+        command, pid_carry = self.pid.command(state, params, pid_carry)
         low, high = self.vehicle.action_bounds(params)
         features = self.vehicle.observation(state, params)
         half = 0.5 * (high - low)
@@ -323,8 +364,63 @@ class NeuroCascadedPID(nn.Module):
         if self.action_features:
             scaled = (action - 0.5 * (low + high)) / half
             features = jnp.concatenate([features, scaled.astype(features.dtype)])
+        if self.adaptive:
+            adaptive = self._update_estimates(state, params, carry, pid_carry)
+            extra = jnp.concatenate(
+                [adaptive.errors / 10.0, (adaptive.thrust_ratio - 1.0)[None]]
+            ).astype(features.dtype)
+            features = jnp.concatenate([features, extra])
         action = action + self.correction_scale * half * self.correction(features)
-        return jnp.clip(action, low, high), carry
+        action = jnp.clip(action, low, high)
+        if self.adaptive:
+            return action, adaptive.replace(throttle=action[0])
+        return action, pid_carry
 
-    def initial_carry(self, dtype=jnp.float32) -> PIDCarry:
-        return initial_pid_carry(dtype)
+    def _update_estimates(self, state, params, carry: AdaptiveCarry, pid_carry: PIDCarry):
+        """Return the adaptive carry with this step's error, velocity, axis and thrust
+        ratio (the throttle is set after the action)."""
+        k = _kinematics(self.vehicle, state, params)
+        velocity = jnp.concatenate([k.horizontal_velocity, k.vertical_velocity[None]])
+        acceleration = (velocity - carry.velocity) / self.control_dt
+        gravity = jnp.zeros_like(velocity).at[-1].set(params.gravity)
+        along_axis = jnp.dot(acceleration + gravity, carry.axis)
+        expected = carry.throttle * params.max_thrust / k.mass
+        measured = jnp.clip(along_axis / jnp.maximum(expected, 1e-3), 0.0, 2.0)
+        smoothed = carry.thrust_ratio + self.thrust_estimate_gain * (measured - carry.thrust_ratio)
+        # The first step has no previous velocity, so the estimate stays at its start.
+        ratio = jnp.where(carry.pid.started, smoothed, carry.thrust_ratio)
+        errors = jnp.concatenate([pid_carry.previous_error[None], carry.errors[:-1]])
+        return carry.replace(
+            pid=pid_carry, errors=errors, velocity=velocity, axis=k.axis, thrust_ratio=ratio
+        )
+
+    def initial_carry(self, dtype=jnp.float32) -> PIDCarry | AdaptiveCarry:
+        if not self.adaptive:
+            return initial_pid_carry(dtype)
+        axes = 2 if self.vehicle.action_size == 2 else 3
+        return AdaptiveCarry(
+            pid=initial_pid_carry(dtype),
+            errors=jnp.zeros((self.error_history,), dtype),
+            velocity=jnp.zeros((axes,), dtype),
+            axis=jnp.zeros((axes,), dtype).at[-1].set(1.0),
+            throttle=jnp.ones((), dtype),
+            thrust_ratio=jnp.ones((), dtype),
+        )
+
+
+@struct.dataclass
+class AdaptiveCarry:
+    """Memory of an adaptive :class:`NeuroCascadedPID`."""
+
+    pid: PIDCarry
+    """The cascaded PID's own memory."""
+    errors: jax.Array
+    """Recent vertical-velocity errors of the outer loop, newest first, m/s."""
+    velocity: jax.Array
+    """Velocity seen at the previous step (horizontal parts, then vertical), m/s."""
+    axis: jax.Array
+    """Body axis seen at the previous step, world frame."""
+    throttle: jax.Array
+    """Throttle commanded at the previous step, fraction of ``max_thrust``."""
+    thrust_ratio: jax.Array
+    """Smoothed estimate of actual over nominal thrust (1 at the start)."""

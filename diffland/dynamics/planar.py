@@ -31,6 +31,20 @@ Gimbal actuator. With ``gimbal_lag=False`` the commanded angle acts at once. Wit
 with time constant ``tau``, its rate saturated smoothly at ``rate_limit``::
 
     ddelta/dt = rate_limit * tanh((delta_cmd - delta) / (tau * rate_limit))
+
+Throttle build-up. With ``throttle_lag=False`` (the default) the commanded throttle acts
+at once. With ``throttle_lag=True`` the throttle that makes thrust is a state that
+follows the command as a first-order lag with time constant ``tau_T``
+(``throttle_time_constant``)::
+
+    dthrottle/dt = (throttle_cmd - throttle) / tau_T
+
+so after a step of the command the throttle covers ``1 - exp(-t / tau_T)`` of the step.
+
+Engine misalignment. ``engine_misalignment`` (rad, default zero) is a fixed offset of the
+thrust line from the gimbal's commanded direction, as if the gimbal angle were
+``delta + misalignment``. A positive offset pushes the tail towards -x and makes a
+positive pitching torque ``l_e T sin(delta + misalignment)``.
 """
 
 from __future__ import annotations
@@ -76,6 +90,9 @@ class PlanarState:
     """Engine gimbal angle, rad; a state only with ``gimbal_lag=True``, otherwise constant."""
     wind: aero.Wind
     """Wind this lander meets (one horizontal axis); constant along a rollout."""
+    throttle: jax.Array | None = None
+    """Throttle that makes thrust now, fraction of ``max_thrust``; a state only with
+    ``throttle_lag=True``. None otherwise, so the state has no such leaf."""
 
 
 @struct.dataclass
@@ -120,6 +137,11 @@ class PlanarParams:
     """Air density at zero height, kg/m^3."""
     scale_height: jax.Array = 8500.0
     """Density scale height of the exponential atmosphere, m."""
+    engine_misalignment: jax.Array = 0.0
+    """Fixed offset of the thrust line from the commanded gimbal direction, rad (positive
+    in the sense of a positive gimbal angle)."""
+    throttle_time_constant: jax.Array = 0.2
+    """Time constant of the throttle build-up lag, s (with ``throttle_lag=True``)."""
 
     @property
     def exhaust_velocity(self) -> jax.Array:
@@ -139,18 +161,23 @@ class PlanarBooster(Vehicle):
 
     The action is ``(throttle, gimbal command in rad)``, shape ``(2,)``, within
     ``[throttle_min, throttle_max]`` and ``[-gimbal_limit, gimbal_limit]``. Drag and wind
-    are skipped entirely unless ``drag=True``.
+    are skipped entirely unless ``drag=True``. With ``throttle_lag=True`` the state needs
+    a ``throttle`` array (see :func:`make_planar_state`).
     """
 
     drag: bool = False
     gimbal_lag: bool = False
+    throttle_lag: bool = False
 
     kinematic_fields = ("x", "z", "pitch")
     action_size = 2
 
     def thrust(self, state: PlanarState, action: jax.Array, params: PlanarParams) -> jax.Array:
         """Return the thrust magnitude in N: zero once only dry mass is left."""
-        throttle = jnp.clip(action[0], params.throttle_min, params.throttle_max)
+        if self.throttle_lag:
+            throttle = state.throttle
+        else:
+            throttle = jnp.clip(action[0], params.throttle_min, params.throttle_max)
         has_propellant = state.mass > params.dry_mass
         return jnp.where(has_propellant, throttle * params.max_thrust, 0.0)
 
@@ -186,7 +213,8 @@ class PlanarBooster(Vehicle):
 
     def derivative(self, state, action, params):
         thrust = self.thrust(state, action, params)
-        delta = self.gimbal_angle(state, action, params)
+        # The misalignment adds to the gimbal angle; zero leaves both sums exact.
+        delta = self.gimbal_angle(state, action, params) + params.engine_misalignment
         direction = state.pitch - delta
         force, aero_torque = self.aerodynamics(state, params)
         inertia = state.mass * params.radius_of_gyration**2
@@ -197,6 +225,10 @@ class PlanarBooster(Vehicle):
             gimbal_rate = params.gimbal_rate_limit * jnp.tanh((command - state.gimbal) / slew)
         else:
             gimbal_rate = jnp.zeros_like(state.gimbal)
+        throttle_rate = None
+        if self.throttle_lag:
+            command = jnp.clip(action[0], params.throttle_min, params.throttle_max)
+            throttle_rate = (command - state.throttle) / params.throttle_time_constant
         return PlanarState(
             x=state.vx,
             z=state.vz,
@@ -207,6 +239,7 @@ class PlanarBooster(Vehicle):
             mass=-thrust / params.exhaust_velocity,
             gimbal=gimbal_rate,
             wind=jax.tree_util.tree_map(jnp.zeros_like, state.wind),
+            throttle=throttle_rate,
         )
 
     def project(self, state, params):
@@ -296,6 +329,7 @@ class PlanarBooster(Vehicle):
     def validate(self, state, params):
         validate_planar_params(params)
         validate_planar_state(state, params, self)
+        validate_throttle_state(state, params, self.throttle_lag)
 
 
 _POSITIVE = (
@@ -354,6 +388,44 @@ def validate_rigid_params(params, positive=_POSITIVE, non_negative=_NON_NEGATIVE
 def validate_planar_params(params: PlanarParams) -> None:
     """Raise ``ValueError`` for invalid planar-booster parameters."""
     validate_rigid_params(params)
+    if not is_concrete(params):
+        return
+    tau = jnp.asarray(params.throttle_time_constant)
+    if bool(jnp.any(tau <= 0)):
+        raise ValueError(
+            f"params.throttle_time_constant = {_show(tau)} s must be positive; pass the time "
+            "constant of the throttle build-up (it is used only with throttle_lag=True)."
+        )
+    offset = jnp.asarray(params.engine_misalignment)
+    if bool(jnp.any(jnp.abs(offset) >= math.pi / 2)):
+        raise ValueError(
+            f"params.engine_misalignment = {_show(offset)} rad must lie within (-pi/2, pi/2); "
+            "pass the offset of the thrust line in radians (0.5 degrees is 0.0087)."
+        )
+
+
+def validate_throttle_state(state: PlanarState, params: PlanarParams, throttle_lag: bool) -> None:
+    """Raise ``ValueError`` when the ``throttle`` state field does not suit ``throttle_lag``."""
+    if throttle_lag and state.throttle is None:
+        raise ValueError(
+            "the booster has throttle_lag=True but state.throttle is None; pass the throttle "
+            "at the start, for example make_planar_state(..., throttle=0.4)."
+        )
+    if not throttle_lag and state.throttle is not None:
+        raise ValueError(
+            "state.throttle is set but the booster has throttle_lag=False, so it would be "
+            "ignored; build the state with throttle=None or the booster with throttle_lag=True."
+        )
+    if state.throttle is None or not is_concrete((state.throttle, params)):
+        return
+    throttle = jnp.asarray(state.throttle)
+    low = jnp.asarray(params.throttle_min)
+    high = jnp.asarray(params.throttle_max)
+    if bool(jnp.any((throttle < low) | (throttle > high))):
+        raise ValueError(
+            f"state.throttle = {_show(throttle)} lies outside the throttle bounds "
+            f"[{_show(low)}, {_show(high)}]; start the throttle within them."
+        )
 
 
 def validate_mass_and_height(mass, height, params) -> None:
@@ -383,11 +455,12 @@ def validate_planar_state(state: PlanarState, params: PlanarParams, vehicle=None
         return
     check_finite_tree(state, "state")
     vehicle = vehicle or PlanarBooster()
-    height = (
-        jax.vmap(lambda s: vehicle.height(s, params))(state)
-        if jnp.ndim(state.z)
-        else (vehicle.height(state, params))
-    )
+    if jnp.ndim(state.z):
+        # Parameters drawn per lander (domain randomisation) carry the batch axis too.
+        params_axes = jax.tree_util.tree_map(lambda leaf: 0 if jnp.ndim(leaf) else None, params)
+        height = jax.vmap(vehicle.height, in_axes=(0, params_axes))(state, params)
+    else:
+        height = vehicle.height(state, params)
     validate_mass_and_height(state.mass, height, params)
 
 
@@ -417,9 +490,22 @@ def make_planar_params(*, dtype=None, **values) -> PlanarParams:
 
 
 def make_planar_state(
-    x, z, vx, vz, mass, pitch=0.0, pitch_rate=0.0, gimbal=0.0, wind=None, dtype=None
+    x,
+    z,
+    vx,
+    vz,
+    mass,
+    pitch=0.0,
+    pitch_rate=0.0,
+    gimbal=0.0,
+    wind=None,
+    dtype=None,
+    throttle=None,
 ) -> PlanarState:
     """Build a :class:`PlanarState` from numbers (calm air unless ``wind`` is given).
+
+    ``throttle`` is the throttle at the start for a booster with ``throttle_lag=True``;
+    leave it None otherwise.
 
     For a batch, build the single states and stack them, or vmap this function.
     """
@@ -437,5 +523,6 @@ def make_planar_state(
         mass=as_array(mass),
         gimbal=as_array(gimbal),
         wind=wind if wind is not None else aero.calm(1, dtype=as_array(0.0).dtype),
+        throttle=None if throttle is None else as_array(throttle),
     )
     return state

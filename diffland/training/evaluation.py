@@ -11,7 +11,7 @@ import numpy as np
 from diffland.dynamics.simulate import Trajectory
 from diffland.training.cost import LandingOutcome, landing_outcome
 from diffland.training.parallel import DataParallel
-from diffland.training.task import LandingTask, batch_rollout
+from diffland.training.task import LandingTask, batch_rollout, map_landers
 
 
 def rollout_outcomes(
@@ -40,8 +40,8 @@ def rollout_outcomes(
     @jax.jit
     def run(variables, states):
         trajectory = batch_rollout(task, controller, variables, states)
-        outcome = jax.vmap(lambda t: landing_outcome(task.vehicle, t, task.params, task.cost))(
-            trajectory
+        outcome = map_landers(
+            lambda t, p: landing_outcome(task.vehicle, t, p, task.cost), task, trajectory, states
         )
         return trajectory, outcome
 

@@ -8,9 +8,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffland.dynamics.base import Params, Vehicle
 from diffland.dynamics.simulate import SimConfig, Trajectory, rollout
+from diffland.randomization import Episode, SensorModel
 from diffland.training.cost import LandingCost
 
 
@@ -19,12 +21,20 @@ class LandingTask:
     """Everything the trainer needs about the physics, with nothing vehicle-specific in it.
 
     ``params`` is a pytree of arrays (one vehicle's parameters, shared by the batch).
+    Everywhere a batch of start states is accepted, a batch of
+    :class:`~diffland.randomization.Episode` may be passed instead (domain
+    randomisation). Each episode's physics then uses its own parameters, while the
+    controller is still given ``params``, the nominal model.
     """
 
     vehicle: Vehicle
     params: Params
     sim: SimConfig = dataclasses.field(default_factory=SimConfig)
     cost: LandingCost = dataclasses.field(default_factory=LandingCost)
+    sensor: SensorModel | None = None
+    """Noise and latency between the state and the controller; needs episodes, whose
+    fields set each one's noise key, noise scale and latency. None: the controller sees
+    the exact state."""
 
     def validate(self, initial_states: Any) -> None:
         """Raise ``ValueError`` for invalid parameters or a batch of initial states.
@@ -32,8 +42,38 @@ class LandingTask:
         Every state field must be a floating-point array with the same leading batch
         axis; the vehicle then checks the values (concrete values only).
         """
+        if isinstance(initial_states, Episode):
+            self._validate_episodes(initial_states)
+            return
+        if self.sensor is not None:
+            raise ValueError(
+                "the task has a sensor model, which takes each lander's noise key and "
+                "latency from an Episode; pass a batch of episodes (see "
+                "diffland.randomization.sample_episodes) or build the task with sensor=None."
+            )
         validate_state_batch(initial_states)
         self.vehicle.validate(initial_states, self.params)
+
+    def _validate_episodes(self, episodes: Episode) -> None:
+        count = validate_state_batch(episodes.state)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(
+            (episodes.params, episodes.sensor_key, episodes.noise_scale, episodes.latency)
+        ):
+            if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != count:
+                raise ValueError(
+                    f"episode field {jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}; "
+                    f"every episode field needs the leading axis of the {count} start states."
+                )
+        self.vehicle.validate(episodes.state, episodes.params)
+        if self.sensor is not None:
+            self.sensor.check_state(episodes.state)
+            latency = np.asarray(episodes.latency)
+            if np.any(latency < 0) or np.any(latency > self.sensor.max_latency):
+                raise ValueError(
+                    f"episode latencies range over [{latency.min()}, {latency.max()}] control "
+                    f"steps, outside [0, {self.sensor.max_latency}] of the sensor model; raise "
+                    "SensorModel.max_latency or draw shorter latencies."
+                )
 
 
 def validate_state_batch(states: Any) -> int:
@@ -71,17 +111,41 @@ def validate_state_batch(states: Any) -> int:
     return next(iter(sizes.values()))
 
 
+def episode_parts(task: LandingTask, initial: Any) -> tuple[Any, Params]:
+    """Return the start state and the physical parameters of one lander or episode."""
+    if isinstance(initial, Episode):
+        return initial.state, initial.params
+    return initial, task.params
+
+
+def map_landers(fn, task: LandingTask, trajectories: Trajectory, initial_states: Any):
+    """Apply ``fn(trajectory, params)`` to each lander of a batch with its physical
+    parameters: the episode's own, or ``task.params`` for plain start states."""
+    if isinstance(initial_states, Episode):
+        return jax.vmap(fn)(trajectories, initial_states.params)
+    return jax.vmap(lambda trajectory: fn(trajectory, task.params))(trajectories)
+
+
 def controller_rollout(
     task: LandingTask, controller: nn.Module, variables: Any, initial_state: Any
 ) -> Trajectory:
-    """Roll out one lander under ``controller`` with the given flax variables."""
-    dtype = jax.tree_util.tree_leaves(initial_state)[0].dtype
+    """Roll out one lander or episode under ``controller`` with the given flax variables.
+
+    The controller is given ``task.params``. For an episode the physics uses the
+    episode's parameters, and ``task.sensor`` (if set) measures the state that
+    the controller receives. The trajectory records the true states.
+    """
+    state, physics_params = episode_parts(task, initial_state)
+    dtype = jax.tree_util.tree_leaves(state)[0].dtype
 
     def policy(state, params, carry):
-        return controller.apply(variables, state, params, carry)
+        del params  # the physics parameters of an episode stay hidden from the controller
+        return controller.apply(variables, state, task.params, carry)
 
     carry = controller.initial_carry(dtype)
-    return rollout(task.vehicle, task.sim, policy, initial_state, task.params, carry)
+    if task.sensor is not None:
+        policy, carry = task.sensor.wrap(policy, carry, initial_state)
+    return rollout(task.vehicle, task.sim, policy, state, physics_params, carry)
 
 
 def batch_rollout(
@@ -94,7 +158,9 @@ def batch_rollout(
 def init_controller(
     task: LandingTask, controller: nn.Module, key: jax.Array, example_state: Any
 ) -> Any:
-    """Initialise the controller's flax variables from one example (unbatched) state."""
-    example = jax.tree_util.tree_map(jnp.asarray, example_state)
+    """Initialise the controller's flax variables from one example (unbatched) state or
+    episode."""
+    example, _ = episode_parts(task, example_state)
+    example = jax.tree_util.tree_map(jnp.asarray, example)
     dtype = jax.tree_util.tree_leaves(example)[0].dtype
     return controller.init(key, example, task.params, controller.initial_carry(dtype))

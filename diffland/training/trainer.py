@@ -30,7 +30,7 @@ from diffland.training.checkpoint import CheckpointStore
 from diffland.training.cost import landing_cost_terms, landing_outcome
 from diffland.training.interrupts import StopSignals, TrainingInterrupted
 from diffland.training.parallel import DataParallel
-from diffland.training.task import LandingTask, batch_rollout, init_controller
+from diffland.training.task import LandingTask, batch_rollout, init_controller, map_landers
 
 logger = logging.getLogger(__name__)
 
@@ -314,9 +314,12 @@ class Trainer:
     def loss(self, params: Any, batch: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Return the mean landing cost of ``batch`` and per-term metrics."""
         trajectory = batch_rollout(self.task, self.controller, {"params": params}, batch)
-        terms, outcome = jax.vmap(
-            lambda t: landing_cost_terms(self.task.vehicle, t, self.task.params, self.task.cost)
-        )(trajectory)
+        terms, outcome = map_landers(
+            lambda t, p: landing_cost_terms(self.task.vehicle, t, p, self.task.cost),
+            self.task,
+            trajectory,
+            batch,
+        )
         means = {name: jnp.mean(value) for name, value in terms.items()}
         loss = sum(means.values())
         metrics = {f"train/cost/{name}": value for name, value in means.items()}
@@ -358,9 +361,12 @@ class Trainer:
 
     def _evaluate_fn(self, params: Any, states: Any) -> dict[str, jax.Array]:
         trajectory = batch_rollout(self.task, self.controller, {"params": params}, states)
-        outcome = jax.vmap(
-            lambda t: landing_outcome(self.task.vehicle, t, self.task.params, self.task.cost)
-        )(trajectory)
+        outcome = map_landers(
+            lambda t, p: landing_outcome(self.task.vehicle, t, p, self.task.cost),
+            self.task,
+            trajectory,
+            states,
+        )
         return {
             "eval/success_rate": jnp.mean(outcome.success),
             "eval/touchdown_speed_mean": _masked_mean(
