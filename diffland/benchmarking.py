@@ -103,9 +103,10 @@ def compiled_flops(compiled: Any) -> float | None:
     if isinstance(analysis, Sequence) and not isinstance(analysis, Mapping):
         # Older JAX versions return one dictionary per computation.
         analysis = analysis[0] if analysis else None
-    if not analysis or "flops" not in analysis:
+    if analysis is None:
         return None
-    return float(analysis["flops"])
+    # XLA leaves the key out of a computation without arithmetic (a constant action).
+    return float(analysis.get("flops", 0.0))
 
 
 def parse_cpuinfo(text: str) -> dict[str, Any]:
