@@ -72,9 +72,10 @@ def time_call(
 def memory_figures(compiled: Any) -> dict[str, int | None]:
     """Return the sizes from XLA's ``memory_analysis()`` of a compiled function, bytes.
 
-    ``temp_size_in_bytes`` is the scratch memory of the computation (for a gradient, the
-    kept intermediates of the forward pass among it); the argument and output sizes are
-    the inputs and results. Every value is None where the backend reports no analysis.
+    ``temp_size_in_bytes`` is the scratch memory of the computation. For a gradient it
+    includes the intermediates of the forward pass kept for the backward pass. The
+    argument and output sizes are those of the inputs and results. Every value is None
+    where the backend reports no analysis.
     """
     try:
         analysis = compiled.memory_analysis()

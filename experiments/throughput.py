@@ -4,7 +4,7 @@ memory, compile time, distance to the CPU's peak, and time to a success threshol
 Rules: one process, float32, compilation done ahead of time and reported apart, every
 timed call ends with ``block_until_ready``, and each time is the median of at least 5
 calls. The batch is split over a one-axis mesh of all local devices when it divides by
-their count; on a CPU the process is given ``--host-devices`` devices (default: one per
+their count. On a CPU the process asks for ``--host-devices`` devices (default: one per
 usable core) before JAX starts its backend.
 
 A "step" is one control step of one lander (the controller runs once and the action is
@@ -330,8 +330,9 @@ def vehicle_setup(name: str, configuration: str, horizon: int) -> VehicleSetup:
 
 
 def _controller(setup: VehicleSetup, kind: str, example: Any):
-    """Return ``(policy(variables), variables)`` for a fixed action or the experiments' MLP.
+    """Return ``(make_policy, variables, carry)`` for a fixed action or the experiments' MLP.
 
+    ``make_policy(variables)`` returns the policy, and ``carry`` is its initial memory.
     The fixed action is the middle of the action bounds (mid throttle, zero gimbal).
     """
     vehicle, params = setup.vehicle, setup.params
@@ -550,7 +551,7 @@ def measure_keyed(name: str, run: Callable, batch: int, horizon: int, devices: i
 
 
 def anchors_figure(config: ThroughputConfig, device_count: int) -> dict[str, Any]:
-    """Measure the gymnax and brax anchors; say why where one is skipped."""
+    """Measure the gymnax and brax anchors, and record why any of them is skipped."""
     result: dict[str, Any] = {"rows": [], "skipped": []}
     available, reason = gymnax_available()
     if not available:

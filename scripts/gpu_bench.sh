@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Throughput of the 6-DOF booster on a GPU, core and full configurations, with a fixed
-# action and with the MLP. Batch sizes double from 1,024 to 2^24 landers; each case's
+# action and with the MLP. Batch sizes double from 1,024 to 2^24 landers. Each case's
 # sweep ends at its first out-of-memory error or after the first batch whose median
-# call takes over 3 s (a rollout keeps only the final state, so memory alone would
-# allow far larger batches than fit in a 15-minute device lease). Writes results.json
+# call takes over 3 s. The time limit matters because a rollout keeps only the final
+# state, so memory alone would allow batches far too slow for a 15-minute device lease. Writes results.json
 # and, where matplotlib is installed, the plot into the run folder (default: $OUT/gpu_bench
 # when $OUT is set, else runs/gpu_bench-<time>).
 #
