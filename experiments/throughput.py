@@ -1039,7 +1039,8 @@ def run(config: ThroughputConfig, run_folder: pathlib.Path) -> dict[str, Any]:
 
         results["time_to_threshold"] = time_to_threshold_figure(config)
     if results.get("throughput"):
-        results["plot"] = str(plot_throughput(results, run_folder / "plots" / "throughput.png"))
+        plot = plot_throughput(results, run_folder / "plots" / "throughput.png")
+        results["plot"] = str(plot) if plot is not None else None
     timings = {"total": time.perf_counter() - start}
     common.write_results(run_folder, EXPERIMENT, dataclasses.asdict(config), timings, **results)
     return results
