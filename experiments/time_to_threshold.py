@@ -112,8 +112,10 @@ def run_apg_to_threshold(config: ThroughputConfig, task, pool, held_out) -> dict
     """Train as the planar experiment does (cascaded PID, then the MLP from a behaviour-
     cloning fit to the tuned PID) until the held-out success reaches the threshold.
 
-    Time excludes compilation and the held-out evaluations. Environment steps count each
-    update's batch x horizon control steps and the teacher's rollouts of the fit.
+    Time excludes the held-out evaluations and the compilation of the trainers' updates,
+    which is reported apart. The behaviour-cloning fit compiles inside its own call, so
+    that compilation is in the time. Environment steps count each update's batch x
+    horizon control steps and the teacher's rollouts of the fit.
     """
     from diffland.training import ImitationConfig, TrainConfig, Trainer
     from diffland.training.imitation import fit_to_teacher, teacher_pairs
