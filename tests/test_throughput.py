@@ -35,7 +35,7 @@ TINY = dict(
     horizon=5,
     start_pool=4,
     vehicles=("vertical",),
-    controllers=("fixed", "mlp"),
+    controllers=("mlp",),
     anchor_names=("CartPole-v1",),
     gradient_vehicle="vertical",
     gradient_batch=2,
@@ -178,7 +178,7 @@ def test_tiny_run_throughput_rows(tiny_results):
     assert cases == {
         (configuration, controller, batch)
         for configuration in ("core", "full")
-        for controller in ("fixed", "mlp")
+        for controller in ("mlp",)
         for batch in (2,)
     }
     for row in rows:
@@ -205,8 +205,18 @@ def test_tiny_run_other_figures(tiny_results):
     assert results["compile"][0]["controller"] == "VerticalPID"
     assert results["hardware_limit"]["peak"]["peak_flops"] > 0
     limit_rows = results["hardware_limit"]["rows"]
-    assert len(limit_rows) == 4
+    assert len(limit_rows) == 2
     assert all(row["flops_per_step"] > 0 for row in limit_rows)
+
+
+def test_step_flops_of_fixed_action():
+    setup = throughput.vehicle_setup("vertical", "core", 5)
+
+    flops = throughput.step_flops(setup, "fixed", 2)
+
+    assert flops["controller_flops_per_step"] == 0.0
+    assert flops["physics_flops_per_physics_step"] > 0
+    assert flops["flops_per_step"] == flops["physics_flops_per_physics_step"]
 
 
 SHARDING_SCRIPT = textwrap.dedent(
