@@ -266,6 +266,9 @@ def run_ppo_to_threshold(config: ThroughputConfig, task, pool, held_out) -> dict
         value_hidden_layer_sizes=config.ppo_hidden,
     )
     clock.resume()
+    # NOTE: these PPO settings (learning rate, entropy cost, discount, reward scale) were
+    # not tuned for diffland_planar, so a PPO that misses the threshold might reach it
+    # with other settings.
     try:
         ppo.train(
             environment=env,
