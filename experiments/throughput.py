@@ -173,7 +173,7 @@ class ThroughputConfig:
                 gradient_batch=256,
                 gradient_horizons=(32,),
                 memory_batch=64,
-                memory_horizons=(32, 128),
+                memory_horizons=(32,),
                 compile_batch=64,
                 compile_controllers=("pid",),
             )
