@@ -963,7 +963,7 @@ def plot_throughput(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path
     except ImportError:
         logger.warning("matplotlib is not installed, so no plot is written")
         return None
-    figure, axes = plt.subplots(figsize=(8, 5))
+    figure, axes = plt.subplots(figsize=(10, 5))
     series: dict[str, list[tuple[int, float]]] = {}
     device_count = results["device_count"]
     for row in results.get("throughput", []) + results.get("anchors", {}).get("rows", []):
@@ -973,9 +973,25 @@ def plot_throughput(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path
             continue
         name = row.get("anchor") or f"{row['vehicle']} {row['configuration']} {row['controller']}"
         series.setdefault(name, []).append((row["batch"], row["steps_per_second"]))
+    # Colour: vehicle or anchor. Line: core solid, full dashed, anchors dotted.
+    # Marker: circle for a fixed action, square for the MLP.
+    colours = {"vertical": "C0", "planar": "C1", "rigid_body": "C2"}
+    anchor_colours = iter(("C3", "C4", "C5", "C6"))
     for name, points in series.items():
-        style = "--" if name.startswith(("CartPole", "Pendulum", "brax")) else "-"
-        axes.plot(*zip(*sorted(points), strict=True), style, marker="o", label=name)
+        vehicle, _, rest = name.partition(" ")
+        if vehicle in colours:
+            colour = colours[vehicle]
+            line = "-" if rest.startswith("core") else "--"
+            marker = "s" if rest.endswith("mlp") else "o"
+        else:
+            colour, line, marker = next(anchor_colours, "k"), ":", "^"
+        axes.plot(
+            *zip(*sorted(points), strict=True),
+            linestyle=line,
+            marker=marker,
+            color=colour,
+            label=name,
+        )
     axes.set(
         xscale="log",
         yscale="log",
@@ -983,7 +999,7 @@ def plot_throughput(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path
         ylabel="control steps per second",
         title=f"throughput, {device_count} device(s), {results['hardware']['cpu_model']}",
     )
-    axes.legend(fontsize=7)
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
