@@ -108,6 +108,13 @@ def _apg_stage(trainer, state, steps, clock, check, threshold, eval_every, cap_s
     return state, steps, best, False
 
 
+def _devices_for(batch: int) -> int:
+    """Return every device when ``batch`` splits evenly over them, else 1. brax's PPO
+    also spreads its environments over every local device."""
+    count = jax.device_count()
+    return count if batch % count == 0 else 1
+
+
 def run_apg_to_threshold(config: ThroughputConfig, task, pool, held_out) -> dict[str, Any]:
     """Train as the planar experiment does (cascaded PID, then the MLP from a behaviour-
     cloning fit to the tuned PID) until the held-out success reaches the threshold.
@@ -130,7 +137,7 @@ def run_apg_to_threshold(config: ThroughputConfig, task, pool, held_out) -> dict
         batch_size=config.apg_batch,
         learning_rate=1e-2,
         warmup_steps=min(50, config.apg_pid_steps - 1),
-        num_devices=1,
+        num_devices=_devices_for(config.apg_batch),
         checks=False,
     )
     trainer = Trainer(task, pid, pid_config, pool)
@@ -164,7 +171,7 @@ def run_apg_to_threshold(config: ThroughputConfig, task, pool, held_out) -> dict
             batch_size=config.apg_batch,
             learning_rate=1e-3,
             warmup_steps=min(50, config.apg_mlp_steps - 1),
-            num_devices=1,
+            num_devices=_devices_for(config.apg_batch),
             checks=False,
         )
         trainer = Trainer(task, mlp, mlp_config, pool, initial_params=fit.params)
