@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.docs-installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test quick lint format docs clean
+.PHONY: run test quick lint format docs bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,11 @@ $(STAMP): pyproject.toml constraints.txt
 $(DOCS_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,docs]"
 	touch $(DOCS_STAMP)
+
+# The bench extra (the gymnax anchors) is installed only for make bench.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,bench]"
+	touch $(BENCH_STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m experiments.vertical_landing
@@ -34,6 +40,10 @@ test: lint
 # Builds the API reference and guides into site/; warnings are errors.
 docs: $(DOCS_STAMP)
 	$(BIN)/mkdocs build --strict
+
+# The throughput benchmark; pass options with BENCH_ARGS, for example BENCH_ARGS=--quick.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m experiments.throughput $(BENCH_ARGS)
 
 format: $(STAMP)
 	$(BIN)/ruff format .

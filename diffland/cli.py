@@ -89,9 +89,14 @@ class Bench:
     """Run the throughput benchmark (the experiments.throughput module)."""
 
     quick: bool = False
-    """Measure fewer configurations."""
+    """Measure fewer batch sizes and horizons (a few minutes on 2 CPU cores)."""
     out: pathlib.Path | None = None
-    """Run folder to write; without it, the benchmark's own choice."""
+    """Run folder to write; without it, a new time-stamped folder under runs/."""
+    figures: str | None = None
+    """Comma-separated figures to run (see python -m experiments.throughput --help);
+    without it, all but time_to_threshold."""
+    no_anchors: bool = False
+    """Skip the gymnax and brax comparison environments."""
 
 
 @dataclasses.dataclass
@@ -416,9 +421,8 @@ def run_bench(command: Bench) -> int:
     name = f"{EXPERIMENTS_PACKAGE}.throughput"
     if importlib.util.find_spec(name) is None:
         raise CliError(
-            "the throughput benchmark (experiments.throughput) is not written yet, so there "
-            "is nothing to run. BENCHMARKS.md lists the measurements made so far and the "
-            "commands that made them."
+            "the throughput benchmark (experiments.throughput) is not installed; install "
+            "diffland from its source folder with pip install -e ."
         )
     module = importlib.import_module(name)
     argv = []
@@ -426,6 +430,10 @@ def run_bench(command: Bench) -> int:
         argv.append("--quick")
     if command.out is not None:
         argv += ["--out", str(command.out)]
+    if command.figures is not None:
+        argv += ["--figures", command.figures]
+    if command.no_anchors:
+        argv.append("--no-anchors")
     return module.main(argv)
 
 

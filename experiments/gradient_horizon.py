@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import matplotlib
 import optax
 
+from diffland.benchmarking import memory_figures
 from diffland.controllers import CascadedPID, VerticalPID
 from diffland.dynamics import (
     RigidBody,
@@ -147,8 +148,8 @@ def _landing_loss(task: LandingTask, controller, variables, starts) -> jax.Array
 def compile_gradient(case: VehicleCase, params, starts, sim: SimConfig):
     """Compile the gradient of the mean landing cost with respect to the PID gains.
 
-    Returns the compiled function, the initial variables and the compiler's memory
-    analysis (None where the backend reports none).
+    Returns the compiled function, the initial variables and the sizes of the compiler's
+    memory analysis (see :func:`diffland.benchmarking.memory_figures`).
     """
     task = LandingTask(case.vehicle, params, sim)
     controller = case.controller(case.vehicle, sim.control_dt)
@@ -156,12 +157,7 @@ def compile_gradient(case: VehicleCase, params, starts, sim: SimConfig):
     variables = init_controller(task, controller, jax.random.PRNGKey(0), example)
     gradient = jax.value_and_grad(functools.partial(_landing_loss, task, controller))
     compiled = jax.jit(gradient).lower(variables, starts).compile()
-    return compiled, variables, compiled.memory_analysis()
-
-
-def _memory_entry(analysis) -> dict[str, int | None]:
-    names = ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes")
-    return {name: getattr(analysis, name, None) if analysis else None for name in names}
+    return compiled, variables, memory_figures(compiled)
 
 
 def measure_vehicle(case: VehicleCase, config: GradientHorizonConfig):
@@ -177,7 +173,7 @@ def measure_vehicle(case: VehicleCase, config: GradientHorizonConfig):
                 continue
             sim = dataclasses.replace(base, truncation=truncation)
             start = time.perf_counter()
-            compiled, variables, analysis = compile_gradient(case, params, starts, sim)
+            compiled, variables, memory = compile_gradient(case, params, starts, sim)
             compile_seconds = time.perf_counter() - start
             loss, grads = compiled(variables, starts)
             norm = float(optax.tree.norm(grads))
@@ -200,18 +196,19 @@ def measure_vehicle(case: VehicleCase, config: GradientHorizonConfig):
                 norm,
             )
             if truncation is None:
-                memory_rows.append(_memory_row(case.name, horizon, base, analysis))
+                memory_rows.append(_memory_row(case.name, horizon, base, memory))
         for remat in REMAT_MODES[1:]:
             sim = dataclasses.replace(base, remat=remat)
-            _, _, analysis = compile_gradient(case, params, starts, sim)
-            memory_rows.append(_memory_row(case.name, horizon, sim, analysis))
+            _, _, memory = compile_gradient(case, params, starts, sim)
+            memory_rows.append(_memory_row(case.name, horizon, sim, memory))
     return gradient_rows, memory_rows
 
 
-def _memory_row(vehicle: str, horizon: int, sim: SimConfig, analysis) -> dict[str, Any]:
+def _memory_row(vehicle: str, horizon: int, sim: SimConfig, memory) -> dict[str, Any]:
     segment = sim.segment_length if sim.remat == "nested" else None
     row = {"horizon": horizon, "remat": sim.remat, "segment": segment}
-    row.update(_memory_entry(analysis))
+    names = ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes")
+    row.update({name: memory[name] for name in names})
     logger.info(
         "%s horizon %d remat %s: temp_size_in_bytes %s",
         vehicle,

@@ -231,12 +231,17 @@ def test_compare_needs_two_runs(tmp_path):
         cli.compare_table((tmp_path / "a",))
 
 
-def test_bench_without_benchmark_module(capsys):
-    if cli.importlib.util.find_spec("experiments.throughput") is not None:
-        pytest.skip("experiments.throughput exists, so bench runs it instead of failing")
+def test_bench_passes_options(monkeypatch, tmp_path):
+    from experiments import throughput
 
-    assert cli.main(["bench"]) == 2
-    assert "experiments.throughput) is not written yet" in capsys.readouterr().err
+    received = []
+    monkeypatch.setattr(throughput, "main", lambda argv: received.append(argv) or 0)
+    argv = ["bench", "--quick", "--out", str(tmp_path), "--figures", "throughput,anchors"]
+
+    assert cli.main([*argv, "--no-anchors"]) == 0
+    assert received == [
+        ["--quick", "--out", str(tmp_path), "--figures", "throughput,anchors", "--no-anchors"]
+    ]
 
 
 def test_list_smoke(capsys):

@@ -13,8 +13,6 @@ import pathlib
 from collections.abc import Mapping
 from typing import Protocol
 
-from tqdm.auto import tqdm
-
 
 def _finite_or_none(value: float) -> float | None:
     """Return ``value`` as a float, or None (JSON null) when it is NaN or infinite."""
@@ -119,6 +117,9 @@ class ProgressBar:
     """A tqdm bar over training steps showing the loss and the latest success rate."""
 
     def __init__(self, total: int, description: str = "train", disable: bool | None = None):
+        # Imported here so that diffland.training imports where tqdm is not installed.
+        from tqdm.auto import tqdm
+
         self.bar = tqdm(total=total, desc=description, unit="step", disable=disable)
         self.last_step = 0
         self.shown: dict[str, str] = {}
