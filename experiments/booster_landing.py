@@ -8,8 +8,9 @@ gains plus a network correction). The MLP starts from a behaviour-cloning fit to
 tuned cascaded PID. From a random start its rollouts crash every booster, and in a
 measured full run (300 updates at learning rate 3e-3, 25 s horizon) it landed none of
 the 4,096 held-out boosters on either vehicle. The NeuroPID's correction starts from a
-fit to the trained MLP, with the PID gains held at their tuned values. Trained from a
-zero correction instead, it levelled off at 95-97 % success on the held-out set. All
+fit to the trained MLP, with the PID gains held at their tuned values, optionally
+followed by rounds of dataset aggregation on its own rollouts. Trained from a zero
+correction instead, it levelled off at 95-97 % success on the held-out set. All
 are scored on a held-out set with its own fixed seed, together with the untrained,
 hand-tuned cascaded PID.
 """

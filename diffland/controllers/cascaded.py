@@ -276,8 +276,8 @@ class NeuroCascadedPID(nn.Module):
     fitted controllers landed 88.7 % and 99.8 % of 4,096 held-out starts. The clip
     passes no gradient to a correction that pushes an action past its bound.
 
-    NOTE: on the 6-DOF booster the same fit reached only 70.9 % validation success and
-    APG from a zero correction levels off near 95.6 % held-out, below the MLP's 99.7 %.
+    On the 6-DOF booster the observation lacks the roll about the body axis, which the
+    PID uses, so the fit needs ``action_features`` (see there).
 
     Adaptive inputs (``adaptive=True``, default off). The observation alone does not
     tell the network how the vehicle differs from the nominal model it is designed
