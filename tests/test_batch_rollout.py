@@ -18,6 +18,7 @@ from diffland.dynamics import (
     final_state,
     final_state_batch,
     rotation,
+    simulate,
 )
 from diffland.dynamics.integrators import RK4, SemiImplicitEuler
 from diffland.dynamics.planar import make_planar_state
@@ -118,14 +119,15 @@ def test_planar_batch_matches_vmap(x64):
     assert_same_final(batched, reference)
 
 
+def vertical_starts():
+    heights = jnp.linspace(10.0, 80.0, COUNT)
+    return make_vertical_state(heights, -heights / 3.0, jnp.full(COUNT, 30_000.0))
+
+
 def test_vertical_batch_matches_vmap(x64):
     vehicle = VerticalLander()
     params = falcon9_like(dtype=jnp.float64)
-    starts = make_vertical_state(
-        jnp.linspace(10.0, 80.0, COUNT),
-        jnp.linspace(-5.0, -30.0, COUNT),
-        30_000.0 * jnp.ones(COUNT),
-    )
+    starts = vertical_starts()
     config = SimConfig(control_dt=0.1, substeps=2, horizon=40)
 
     def policy(state, params, carry):
@@ -186,3 +188,20 @@ def test_sin_cos_float64_uses_jnp(x64):
     sine, cosine = components.sin_cos(angle)
     assert float(sine) == float(jnp.sin(angle))
     assert float(cosine) == float(jnp.cos(angle))
+
+
+def test_batch_in_chunks_matches_vmap(x64, monkeypatch):
+    monkeypatch.setattr(simulate, "_CHUNK", 8)
+    vehicle = VerticalLander()
+    params = falcon9_like(dtype=jnp.float64)
+    starts = vertical_starts()
+    config = SimConfig(control_dt=0.1, substeps=1, horizon=30)
+
+    def policy(state, params, carry):
+        del params
+        return jnp.clip(0.6 - 0.02 * state.velocity, 0.4, 1.0)[None], carry + 1.0
+
+    carry = jnp.array(0.0)
+    batched = final_state_batch(vehicle, config, policy, starts, params, carry)
+    reference = vmapped_final(vehicle, config, policy, starts, params, carry)
+    assert_same_final(batched, reference)

@@ -255,8 +255,9 @@ class RigidBody(Vehicle):
         axis = components.body_z_axis(quaternion)
         height = components.split(state.position, 3)[2]
         wind = aero.wind_velocity(state.wind, height)
-        relative = (velocity[0] - wind[0], velocity[1] - wind[1], velocity[2])
         density = aero.air_density(height, params.sea_level_density, params.scale_height)
+        wind, density = components.shared((wind, density))
+        relative = (velocity[0] - wind[0], velocity[1] - wind[1], velocity[2])
         axial, normal = aero.drag_force_components(
             relative,
             axis,

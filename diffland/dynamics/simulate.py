@@ -482,6 +482,11 @@ line rather than as an inner scan."""
 
 _MATERIALIZE_RATES = True
 
+_CHUNK = 4096
+"""Most landers that one device steps at a time in :func:`final_state_batch`; larger
+shards run as several chunks in turn, so that the intermediates of a step stay in the
+processor's cache."""
+
 
 @functools.partial(
     jax.jit, static_argnums=(0, 1, 2, 3), compiler_options=_COMPONENT_COMPILER_OPTIONS
@@ -493,13 +498,30 @@ def _final_state_batch(vehicle, config, policy, devices, initial_states, params,
 
     def local(states, params, carry):
         if vehicle.component_tuples:
-            return _final_state_batch_last(vehicle, config, policy, states, params, carry)
+            return _final_state_chunked(vehicle, config, policy, states, params, carry)
         return jax.vmap(lambda s: final_state(vehicle, config, policy, s, params, carry))(states)
 
     run = jax.shard_map(
         local, mesh=mesh, in_specs=(batched, shared, shared), out_specs=batched, check_vma=False
     )
     return run(initial_states, params, policy_carry)
+
+
+def _final_state_chunked(vehicle, config, policy, states, params, policy_carry):
+    """Run :func:`_final_state_batch_last` on chunks of at most :data:`_CHUNK` landers,
+    one after the other, when the batch splits evenly into them."""
+    batch = _batch_size(states)
+    chunks = -(-batch // _CHUNK)
+    if chunks == 1 or batch % chunks:
+        return _final_state_batch_last(vehicle, config, policy, states, params, policy_carry)
+    split = jax.tree_util.tree_map(
+        lambda x: x.reshape(chunks, batch // chunks, *x.shape[1:]), states
+    )
+    finals = jax.lax.map(
+        lambda chunk: _final_state_batch_last(vehicle, config, policy, chunk, params, policy_carry),
+        split,
+    )
+    return jax.tree_util.tree_map(lambda x: x.reshape(batch, *x.shape[2:]), finals)
 
 
 def _final_state_batch_last(vehicle, config, policy, states, params, policy_carry):
