@@ -92,7 +92,8 @@ def test_rigid_body_batch_matches_vmap(x64, drag, config):
     reference = vmapped_final(vehicle, config, steering_policy, starts, params, carry)
 
     touched = np.asarray(reference.touched_down)
-    assert touched.any() and not touched.all()
+    assert touched.any()
+    assert not touched.all()
     assert_same_final(batched, reference)
 
 
@@ -205,3 +206,27 @@ def test_batch_in_chunks_matches_vmap(x64, monkeypatch):
     batched = final_state_batch(vehicle, config, policy, starts, params, carry)
     reference = vmapped_final(vehicle, config, policy, starts, params, carry)
     assert_same_final(batched, reference)
+
+
+def test_batch_inside_jit_and_grad(x64):
+    vehicle = VerticalLander()
+    params = falcon9_like(dtype=jnp.float64)
+    starts = vertical_starts()
+    config = SimConfig(control_dt=0.1, substeps=1, horizon=20)
+
+    def policy(state, params, carry):
+        del params
+        return jnp.clip(0.6 - 0.02 * state.velocity, 0.4, 1.0)[None], carry
+
+    def batched_loss(states):
+        final = final_state_batch(vehicle, config, policy, states, params, ())
+        return jnp.sum(final.vehicle.velocity**2)
+
+    def vmapped_loss(states):
+        final = vmapped_final(vehicle, config, policy, states, params, ())
+        return jnp.sum(final.vehicle.velocity**2)
+
+    np.testing.assert_allclose(jax.jit(batched_loss)(starts), vmapped_loss(starts), rtol=1e-12)
+    gradient = jax.grad(batched_loss)(starts)
+    expected = jax.grad(vmapped_loss)(starts)
+    np.testing.assert_allclose(gradient.velocity, expected.velocity, rtol=1e-9, atol=1e-12)

@@ -22,7 +22,7 @@ import numpy as np
 from flax import struct
 
 from diffland.dynamics import components
-from diffland.dynamics.base import Params, State, Vehicle
+from diffland.dynamics.base import Params, State, Vehicle, is_concrete
 from diffland.dynamics.integrators import RK4, Integrator
 
 DYNAMICS_MATMUL_PRECISION = "highest"
@@ -246,7 +246,7 @@ class _MaterializedDerivative:
 
 def _physics_step(vehicle, integrator, sim, action, params, dt, materialize=False):
     start = sim.vehicle
-    stepper = _MaterializedDerivative(vehicle) if materialize and _MATERIALIZE_RATES else vehicle
+    stepper = _MaterializedDerivative(vehicle) if materialize else vehicle
     end = integrator.step(stepper, start, action, params, dt)
     if materialize:
         end = _materialize(vehicle, end)
@@ -441,9 +441,13 @@ def final_state_batch(
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (set before jax is imported).
     When ``vehicle.component_tuples`` is true, each device holds every state component
     of its landers as one contiguous array, which lets XLA compile the step into flat
-    vectorised loops; ``policy`` is still written for one lander and is vmapped. The function is
-    jit-compiled once per ``(vehicle, config, policy, devices)`` and input shapes, so pass
-    the same ``policy`` object on every call.
+    vectorised loops; ``policy`` is still written for one lander and is vmapped.
+
+    Called with concrete arrays, the function is compiled once per ``(vehicle, config,
+    policy, devices)`` and input shapes, so pass the same ``policy`` object on every
+    call. Called inside ``jax.jit`` or a gradient it gives the same values, but XLA then
+    compiles the step without the options that make it fast (the caller's ``jit`` sets
+    those), so time it as a top-level call.
     """
     devices = tuple(jax.local_devices() if devices is None else devices)
     if not devices:
@@ -454,9 +458,11 @@ def final_state_batch(
             f"a batch of {batch} landers does not split evenly over {len(devices)} devices; "
             f"pass a multiple of {len(devices)} landers or fewer devices."
         )
-    return _final_state_batch(
-        vehicle, config, policy, devices, initial_states, params, policy_carry
-    )
+    inputs = (initial_states, params, policy_carry)
+    # jax.jit takes compiler options only where it is not traced inside another
+    # transformation; nested, the step keeps its values but loses the barriers' effect.
+    run = _final_state_batch if is_concrete(inputs) else _final_state_batch_nested
+    return run(vehicle, config, policy, devices, *inputs)
 
 
 def _batch_size(states: State) -> int:
@@ -480,18 +486,13 @@ _UNROLLED_SUBSTEPS = 4
 """Largest number of physics sub-steps that :func:`final_state_batch` writes out in
 line rather than as an inner scan."""
 
-_MATERIALIZE_RATES = True
-
 _CHUNK = 4096
 """Most landers that one device steps at a time in :func:`final_state_batch`; larger
 shards run as several chunks in turn, so that the intermediates of a step stay in the
 processor's cache."""
 
 
-@functools.partial(
-    jax.jit, static_argnums=(0, 1, 2, 3), compiler_options=_COMPONENT_COMPILER_OPTIONS
-)
-def _final_state_batch(vehicle, config, policy, devices, initial_states, params, policy_carry):
+def _sharded_final_state(vehicle, config, policy, devices, initial_states, params, policy_carry):
     mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
     batched = jax.sharding.PartitionSpec("batch")
     shared = jax.sharding.PartitionSpec()
@@ -505,6 +506,14 @@ def _final_state_batch(vehicle, config, policy, devices, initial_states, params,
         local, mesh=mesh, in_specs=(batched, shared, shared), out_specs=batched, check_vma=False
     )
     return run(initial_states, params, policy_carry)
+
+
+_final_state_batch = jax.jit(
+    _sharded_final_state,
+    static_argnums=(0, 1, 2, 3),
+    compiler_options=_COMPONENT_COMPILER_OPTIONS,
+)
+_final_state_batch_nested = jax.jit(_sharded_final_state, static_argnums=(0, 1, 2, 3))
 
 
 def _final_state_chunked(vehicle, config, policy, states, params, policy_carry):
