@@ -1,6 +1,6 @@
 """Vehicles, integrators, touchdown handling and rollouts."""
 
-from diffland.dynamics import aero, landing_gear, rotation
+from diffland.dynamics import aero, components, landing_gear, rotation
 from diffland.dynamics.base import STANDARD_GRAVITY, TouchdownMeasures, Vehicle, safe_norm
 from diffland.dynamics.integrators import RK4, Integrator, SemiImplicitEuler
 from diffland.dynamics.planar import (
@@ -38,6 +38,7 @@ from diffland.dynamics.simulate import (
     Trajectory,
     control_step,
     final_state,
+    final_state_batch,
     initial_sim_state,
     open_loop_policy,
     physics_step,
@@ -74,6 +75,7 @@ __all__ = [
     "VerticalParams",
     "VerticalState",
     "aero",
+    "components",
     "apollo_lm_like",
     "control_step",
     "falcon9_like",
@@ -94,6 +96,7 @@ __all__ = [
     "open_loop_policy",
     "physics_step",
     "final_state",
+    "final_state_batch",
     "rollout",
     "rotation",
     "safe_norm",

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from diffland.dynamics.base import safe_norm
+from diffland.dynamics import components
 
 
 @struct.dataclass
@@ -108,8 +108,20 @@ def sample_wind(
 
 def wind_velocity(wind: Wind, height: jax.Array) -> jax.Array:
     """Return the horizontal wind velocity at ``height`` (m), m/s, shape ``(n,)``."""
-    angles = wind.gust_wavenumber[:, None] * height + wind.gust_phase
-    return wind.steady + jnp.sum(wind.gust_amplitude * jnp.sin(angles), axis=0)
+    if jnp.ndim(height) == 0:
+        angles = wind.gust_wavenumber[:, None] * height + wind.gust_phase
+        gusts = wind.gust_amplitude * components.sin_cos(angles)[0]
+        return wind.steady + jnp.sum(gusts, axis=0)
+    # A batch with the batch last: written out per axis and mode, so every term is
+    # elementwise on the batch shape and XLA compiles it into flat loops.
+    axes = []
+    for axis in range(wind.steady.shape[0]):
+        total = wind.steady[axis]
+        for mode in range(wind.gust_wavenumber.shape[0]):
+            angle = wind.gust_wavenumber[mode] * height + wind.gust_phase[mode, axis]
+            total = total + wind.gust_amplitude[mode, axis] * components.sin_cos(angle)[0]
+        axes.append(total)
+    return jnp.stack(axes)
 
 
 def air_density(height, sea_level_density, scale_height):
@@ -128,14 +140,35 @@ def drag_force(
     """Return the axial and normal drag forces, N, in the frame of the inputs.
 
     ``relative_velocity`` is the air-relative velocity of the centre of mass and ``axis``
-    the unit body axis, both in the same frame. The normal force acts at the centre of
-    pressure, so a vehicle adds its torque.
+    the unit body axis, both in the same frame with the components on the first axis. The
+    normal force acts at the centre of pressure, so a vehicle adds its torque.
     """
-    along = jnp.dot(relative_velocity, axis)
-    axial_velocity = along * axis
-    normal_velocity = relative_velocity - axial_velocity
-    pressure = 0.5 * density * reference_area * safe_norm(relative_velocity)
+    size = jnp.shape(relative_velocity)[0]
+    axial, normal = drag_force_components(
+        components.split(relative_velocity, size),
+        components.split(axis, size),
+        density,
+        axial_coefficient,
+        normal_coefficient,
+        reference_area,
+    )
+    return jnp.stack(axial), jnp.stack(normal)
+
+
+def drag_force_components(
+    relative_velocity: components.Vector,
+    axis: components.Vector,
+    density: jax.Array,
+    axial_coefficient: jax.Array,
+    normal_coefficient: jax.Array,
+    reference_area: jax.Array,
+) -> tuple[components.Vector, components.Vector]:
+    """Return :func:`drag_force` for vectors given as tuples of components."""
+    along = components.dot(relative_velocity, axis)
+    axial_velocity = components.scale(along, axis)
+    normal_velocity = tuple(u - a for u, a in zip(relative_velocity, axial_velocity, strict=True))
+    pressure = 0.5 * density * reference_area * components.safe_norm(relative_velocity)
     return (
-        -pressure * axial_coefficient * axial_velocity,
-        -pressure * normal_coefficient * normal_velocity,
+        components.scale(-pressure * axial_coefficient, axial_velocity),
+        components.scale(-pressure * normal_coefficient, normal_velocity),
     )

@@ -40,6 +40,19 @@ class Vehicle(abc.ABC):
     action_size: ClassVar[int] = 1
     """Length of the action vector."""
 
+    constant_fields: ClassVar[tuple[str, ...]] = ()
+    """State fields whose time derivative is always zero (the wind a lander meets). The
+    physics step carries them over unchanged instead of integrating and interpolating
+    zeros."""
+
+    component_tuples: ClassVar[bool] = False
+    """True when :meth:`derivative`, :meth:`height` and :meth:`project` also accept a
+    state whose vector fields are tuples with one array per component (see
+    :mod:`diffland.dynamics.components`), every array of one batch shape, and actions
+    and constant fields with that batch shape as their last axes. Parameters are then
+    unbatched. :func:`~diffland.dynamics.simulate.final_state_batch` steps a batch in
+    that layout; for other vehicles it falls back to ``jax.vmap``."""
+
     @abc.abstractmethod
     def derivative(self, state: State, action: Action, params: Params) -> State:
         """Return the time derivative of ``state`` as a pytree of the same structure."""

@@ -54,7 +54,10 @@ class SemiImplicitEuler(Integrator):
         )
         end_rates = vehicle.derivative(partial, action, params)
         return partial.replace(
-            **{name: getattr(state, name) + dt * getattr(end_rates, name) for name in kinematic}
+            **{
+                name: _axpy(dt, getattr(end_rates, name), getattr(state, name))
+                for name in kinematic
+            }
         )
 
 

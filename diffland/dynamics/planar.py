@@ -170,6 +170,8 @@ class PlanarBooster(Vehicle):
     throttle_lag: bool = False
 
     kinematic_fields = ("x", "z", "pitch")
+    constant_fields = ("wind",)
+    component_tuples = True
     action_size = 2
 
     def thrust(self, state: PlanarState, action: jax.Array, params: PlanarParams) -> jax.Array:

@@ -66,7 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from diffland.dynamics import aero, landing_gear, rotation
+from diffland.dynamics import aero, components, landing_gear
 from diffland.dynamics.base import (
     STANDARD_GRAVITY,
     TouchdownMeasures,
@@ -195,6 +195,8 @@ class RigidBody(Vehicle):
     planet_rotation: bool = False
 
     kinematic_fields = ("position", "quaternion")
+    constant_fields = ("wind",)
+    component_tuples = True
 
     @property
     def action_size(self) -> int:
@@ -220,32 +222,43 @@ class RigidBody(Vehicle):
     def engine_force_and_torque(self, state, action, params) -> tuple[jax.Array, jax.Array]:
         """Return the engine force and its torque about the centre of mass, both in the
         body frame (N and N m)."""
+        force, torque = self._engine(state, action, params)
+        return jnp.stack(force), jnp.stack(torque)
+
+    def _engine(self, state, action, params) -> tuple[components.Vector, components.Vector]:
         thrust = self.thrust(state, action, params)
-        gimbal = self.gimbal_angles(state, action, params)
-        cos_x, sin_x = jnp.cos(gimbal[0]), jnp.sin(gimbal[0])
-        cos_y, sin_y = jnp.cos(gimbal[1]), jnp.sin(gimbal[1])
-        force = thrust * jnp.stack([-sin_y * cos_x, sin_x, cos_y * cos_x])
-        zero = jnp.zeros_like(params.engine_offset)
-        engine_position = jnp.stack([zero, zero, -params.engine_offset])
-        return force, jnp.cross(engine_position, force)
+        gimbal = components.split(self.gimbal_angles(state, action, params), 2)
+        sin_x, cos_x = components.sin_cos(gimbal[0])
+        sin_y, cos_y = components.sin_cos(gimbal[1])
+        force = (thrust * (-sin_y * cos_x), thrust * sin_x, thrust * (cos_y * cos_x))
+        # r_e x F_e with r_e = (0, 0, -l_e), written out without its zero terms.
+        offset = params.engine_offset
+        torque = (offset * force[1], -offset * force[0], jnp.zeros_like(force[2]))
+        return components.shared((force, torque))
 
     def body_axis(self, state: RigidBodyState) -> jax.Array:
         """Return the body z axis (tail to nose) in the world frame, a unit vector."""
-        up = jnp.asarray(_UP, state.quaternion.dtype)
-        return rotation.rotate(state.quaternion, up)
+        return jnp.stack(components.body_z_axis(components.split(state.quaternion, 4)))
 
     def aerodynamics(self, state: RigidBodyState, params: RigidBodyParams):
         """Return the drag force in the world frame, N, and its torque in the body frame,
         N m."""
+        force, torque = self._aerodynamics(state, params)
+        return jnp.stack(force), jnp.stack(torque)
+
+    def _aerodynamics(self, state, params) -> tuple[components.Vector, components.Vector]:
+        velocity = components.split(state.velocity, 3)
         if not self.drag:
-            zero = jnp.zeros_like(state.velocity)
-            return zero, zero
-        axis = self.body_axis(state)
-        height = state.position[2]
+            zero = jnp.zeros_like(velocity[0])
+            return (zero, zero, zero), (zero, zero, zero)
+        quaternion = components.split(state.quaternion, 4)
+        axis = components.body_z_axis(quaternion)
+        height = components.split(state.position, 3)[2]
         wind = aero.wind_velocity(state.wind, height)
-        relative = state.velocity - jnp.concatenate([wind, jnp.zeros_like(wind[:1])])
         density = aero.air_density(height, params.sea_level_density, params.scale_height)
-        axial, normal = aero.drag_force(
+        wind, density = components.shared((wind, density))
+        relative = (velocity[0] - wind[0], velocity[1] - wind[1], velocity[2])
+        axial, normal = aero.drag_force_components(
             relative,
             axis,
             density,
@@ -253,8 +266,10 @@ class RigidBody(Vehicle):
             params.normal_drag_coefficient,
             params.reference_area,
         )
-        torque_world = jnp.cross(params.pressure_center_offset * axis, normal)
-        return axial + normal, rotation.inverse_rotate(state.quaternion, torque_world)
+        lever = components.scale(params.pressure_center_offset, axis)
+        torque_world = components.cross(lever, normal)
+        force = components.add(axial, normal)
+        return components.shared((force, components.inverse_rotate(quaternion, torque_world)))
 
     def rcs_torque(self, action: jax.Array, params: RigidBodyParams) -> jax.Array:
         """Return the reaction-control torque in the body frame, N m (zero without RCS)."""
@@ -267,40 +282,66 @@ class RigidBody(Vehicle):
         (zero without ``planet_rotation``)."""
         if not self.planet_rotation:
             return jnp.zeros_like(state.velocity)
-        spin = params.planet_angular_velocity
-        coriolis = -2.0 * jnp.cross(spin, state.velocity)
-        centrifugal = -jnp.cross(spin, jnp.cross(spin, state.position))
-        return coriolis + centrifugal
+        return jnp.stack(self._planet_acceleration(state, params))
+
+    def _planet_acceleration(self, state, params) -> components.Vector:
+        spin = components.split(params.planet_angular_velocity, 3)
+        velocity = components.split(state.velocity, 3)
+        position = components.split(state.position, 3)
+        coriolis = components.scale(-2.0, components.cross(spin, velocity))
+        centrifugal = components.cross(spin, components.cross(spin, position))
+        centrifugal = components.scale(-1.0, centrifugal)
+        return components.add(coriolis, centrifugal)
 
     def derivative(self, state, action, params):
-        engine_force, engine_torque = self.engine_force_and_torque(state, action, params)
-        aero_force, aero_torque = self.aerodynamics(state, params)
-        force = rotation.rotate(state.quaternion, engine_force) + aero_force
-        zero = jnp.zeros_like(params.gravity)
-        gravity = jnp.stack([zero, zero, -params.gravity])
-        acceleration = force / state.mass + gravity + self.planet_acceleration(state, params)
+        # Written on components (see diffland.dynamics.components), so the same code
+        # serves one lander and a batch held as one array per component.
+        quaternion = components.split(state.quaternion, 4)
+        engine_force, engine_torque = self._engine(state, action, params)
+        aero_force, aero_torque = self._aerodynamics(state, params)
+        force = components.add(components.rotate(quaternion, engine_force), aero_force)
+        acceleration = (
+            force[0] / state.mass,
+            force[1] / state.mass,
+            force[2] / state.mass - params.gravity,
+        )
+        if self.planet_rotation:
+            acceleration = components.add(acceleration, self._planet_acceleration(state, params))
 
         # Euler's equations with I = m diag(k^2).
-        inertia = state.mass * params.radius_of_gyration**2
-        omega = state.angular_velocity
-        torque = engine_torque + aero_torque + self.rcs_torque(action, params)
-        angular_acceleration = (torque - jnp.cross(omega, inertia * omega)) / inertia
+        radius = components.split(params.radius_of_gyration, 3)
+        inertia = tuple(state.mass * k**2 for k in radius)
+        omega = components.split(state.angular_velocity, 3)
+        torque = components.add(engine_torque, aero_torque)
+        if self.rcs:
+            torque = components.add(torque, components.split(self.rcs_torque(action, params), 3))
+        momentum = tuple(i * w for i, w in zip(inertia, omega, strict=True))
+        gyroscopic = components.cross(omega, momentum)
+        angular_acceleration = tuple(
+            (t - g) / i for t, g, i in zip(torque, gyroscopic, inertia, strict=True)
+        )
 
+        gimbal = components.split(state.gimbal, 2)
         if self.gimbal_lag:
-            command = self.gimbal_command(action, params)
+            command = components.split(self.gimbal_command(action, params), 2)
             slew = params.gimbal_rate_limit * params.gimbal_time_constant
-            gimbal_rate = params.gimbal_rate_limit * jnp.tanh((command - state.gimbal) / slew)
+            gimbal_rate = tuple(
+                params.gimbal_rate_limit * jnp.tanh((c - g) / slew)
+                for c, g in zip(command, gimbal, strict=True)
+            )
         else:
-            gimbal_rate = jnp.zeros_like(state.gimbal)
+            gimbal_rate = tuple(jnp.zeros_like(g) for g in gimbal)
 
         thrust = self.thrust(state, action, params)
         return RigidBodyState(
             position=state.velocity,
-            velocity=acceleration,
-            quaternion=rotation.kinematics(state.quaternion, omega),
-            angular_velocity=angular_acceleration,
+            velocity=components.pack(state.velocity, acceleration),
+            quaternion=components.pack(
+                state.quaternion, components.quaternion_rate(quaternion, omega)
+            ),
+            angular_velocity=components.pack(state.angular_velocity, angular_acceleration),
             mass=-thrust / params.exhaust_velocity,
-            gimbal=gimbal_rate,
+            gimbal=components.pack(state.gimbal, gimbal_rate),
             wind=jax.tree_util.tree_map(jnp.zeros_like, state.wind),
         )
 
@@ -310,21 +351,28 @@ class RigidBody(Vehicle):
         The integrators do not keep ``|q| = 1``, so this projection after every step is
         what keeps the attitude a rotation.
         """
+        quaternion = components.split(state.quaternion, 4)
         return state.replace(
-            quaternion=rotation.normalize(state.quaternion),
+            quaternion=components.pack(
+                state.quaternion, components.normalize_quaternion(quaternion)
+            ),
             mass=jnp.maximum(state.mass, params.dry_mass),
         )
 
     def _tilt(self, state: RigidBodyState) -> tuple[jax.Array, jax.Array]:
         """Return ``(cos(tilt), sin(tilt))`` with the tilt of the body axis from the
         vertical in [0, pi]; ``sin`` has a zero subgradient when upright."""
-        axis = self.body_axis(state)
-        return axis[2], safe_norm(axis[:2])
+        axis = components.body_z_axis(components.split(state.quaternion, 4))
+        return axis[2], components.safe_norm(axis[:2])
 
     def height(self, state, params):
         cos_tilt, sin_tilt = self._tilt(state)
         return landing_gear.footprint_height(
-            state.position[2], cos_tilt, sin_tilt, params.com_height, params.leg_radius
+            components.split(state.position, 3)[2],
+            cos_tilt,
+            sin_tilt,
+            params.com_height,
+            params.leg_radius,
         )
 
     def action_bounds(self, params):

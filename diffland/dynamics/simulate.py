@@ -13,14 +13,16 @@ import dataclasses
 import functools
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
-from diffland.dynamics.base import Params, State, Vehicle
+from diffland.dynamics import components
+from diffland.dynamics.base import Params, State, Vehicle, is_concrete
 from diffland.dynamics.integrators import RK4, Integrator
 
 DYNAMICS_MATMUL_PRECISION = "highest"
@@ -215,18 +217,54 @@ def physics_step(
         return _physics_step(vehicle, integrator, sim, action, params, dt)
 
 
-def _physics_step(vehicle, integrator, sim, action, params, dt):
+def _materialize(vehicle: Vehicle, state: State) -> State:
+    """Pass ``state`` through :func:`components.shared`, its constant fields excepted."""
+    return _restore(vehicle, components.shared(_strip(vehicle, state)), state)
+
+
+def _strip(vehicle: Vehicle, state: State) -> State:
+    return state.replace(**{name: None for name in vehicle.constant_fields})
+
+
+def _restore(vehicle: Vehicle, state: State, like: State) -> State:
+    return state.replace(**{name: getattr(like, name) for name in vehicle.constant_fields})
+
+
+class _MaterializedDerivative:
+    """The wrapped vehicle, with the output of :meth:`derivative` passed through
+    :func:`_materialize`; the integrators use nothing else."""
+
+    def __init__(self, vehicle: Vehicle):
+        self.vehicle = vehicle
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.vehicle, name)
+
+    def derivative(self, state: State, action: jax.Array, params: Params) -> State:
+        return _materialize(self.vehicle, self.vehicle.derivative(state, action, params))
+
+
+def _physics_step(vehicle, integrator, sim, action, params, dt, materialize=False):
     start = sim.vehicle
-    end = vehicle.project(integrator.step(vehicle, start, action, params, dt), params)
+    stepper = _MaterializedDerivative(vehicle) if materialize else vehicle
+    end = integrator.step(stepper, start, action, params, dt)
+    if materialize:
+        end = _materialize(vehicle, end)
+    end = vehicle.project(end, params)
     h0 = vehicle.height(start, params)
     h1 = vehicle.height(end, params)
 
     # Height rate at the start of the step, from the vehicle's own derivative.
     start_rate = vehicle.derivative(start, action, params)
     rate = jax.jvp(lambda s: vehicle.height(s, params), (start,), (start_rate,))[1]
+    if materialize:
+        end, start_rate = _materialize(vehicle, end), _materialize(vehicle, start_rate)
+        h0, h1, rate = components.shared((h0, h1, rate))
     crossed = (h0 > 0.0) & ((h1 <= 0.0) | _dips_below_ground(h0, h1, rate * dt))
     crossed = crossed & ~sim.touched_down
     fraction = crossing_fraction(h0, h1, rate * dt)
+    if materialize:
+        crossed, fraction = components.shared((crossed, fraction))
     at_touchdown = vehicle.project(
         _quadratic_interpolation(start, end, start_rate, dt, fraction), params
     )
@@ -235,6 +273,12 @@ def _physics_step(vehicle, integrator, sim, action, params, dt):
     new_vehicle = jax.tree_util.tree_map(
         lambda frozen, moved: jnp.where(sim.touched_down, frozen, moved), start, landed_now
     )
+    if vehicle.constant_fields:
+        # Integrating and interpolating a zero rate returns these fields unchanged, so they
+        # are carried over and XLA drops the work on them.
+        new_vehicle = new_vehicle.replace(
+            **{name: getattr(start, name) for name in vehicle.constant_fields}
+        )
     touchdown_time = jnp.where(
         sim.touched_down, sim.touchdown_time, sim.time + jnp.where(crossed, fraction, 1.0) * dt
     )
@@ -263,6 +307,24 @@ def control_step(
         return step, None
 
     sim, _ = jax.lax.scan(substep, sim, None, length=config.substeps)
+    return sim
+
+
+def _materialized_control_step(vehicle, config, sim, action, params):
+    """:func:`control_step` with the intermediate states kept in memory (see
+    :func:`_materialize`); the values are the same."""
+
+    def step(current):
+        with jax.default_matmul_precision(DYNAMICS_MATMUL_PRECISION):
+            return _physics_step(
+                vehicle, config.integrator, current, action, params, config.physics_dt, True
+            )
+
+    if config.substeps <= _UNROLLED_SUBSTEPS:
+        for _ in range(config.substeps):
+            sim = step(sim)
+        return sim
+    sim, _ = jax.lax.scan(lambda current, _: (step(current), None), sim, None, config.substeps)
     return sim
 
 
@@ -352,6 +414,184 @@ def final_state(
         body, (initial_sim_state(initial_state), policy_carry), None, length=config.horizon
     )
     return final
+
+
+def final_state_batch(
+    vehicle: Vehicle,
+    config: SimConfig,
+    policy: Policy,
+    initial_states: State,
+    params: Params,
+    policy_carry: Any,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+) -> SimState:
+    """Simulate a batch like ``jax.vmap`` of :func:`final_state`, faster, on several devices.
+
+    ``initial_states`` has the batch on the first axis of every leaf (as returned by the
+    samplers); ``params`` and ``policy_carry`` are those of one lander and shared by the
+    batch (each lander's carry starts from ``policy_carry``). The result is the batch of
+    final simulation states, batch first, equal to
+    ``jax.vmap(lambda s: final_state(vehicle, config, policy, s, params, policy_carry))``
+    up to float rounding.
+
+    The batch is split evenly over ``devices`` (default: every local device), so its size
+    must be a multiple of their number. On a CPU, XLA runs one device's rollout on about
+    one core, so use all cores by starting the process with
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (set before jax is imported).
+    When ``vehicle.component_tuples`` is true, each device holds every state component
+    of its landers as one contiguous array, which lets XLA compile the step into flat
+    vectorised loops; ``policy`` is still written for one lander and is vmapped.
+
+    Called with concrete arrays, the function is compiled once per ``(vehicle, config,
+    policy, devices)`` and input shapes, so pass the same ``policy`` object on every
+    call. Called inside ``jax.jit`` or a gradient it gives the same values, but XLA then
+    compiles the step without the options that make it fast (the caller's ``jit`` sets
+    those), so time it as a top-level call.
+    """
+    devices = tuple(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices is empty; pass at least one device, or None for all.")
+    batch = _batch_size(initial_states)
+    if batch % len(devices):
+        raise ValueError(
+            f"a batch of {batch} landers does not split evenly over {len(devices)} devices; "
+            f"pass a multiple of {len(devices)} landers or fewer devices."
+        )
+    inputs = (initial_states, params, policy_carry)
+    # jax.jit takes compiler options only where it is not traced inside another
+    # transformation; nested, the step keeps its values but loses the barriers' effect.
+    run = _final_state_batch if is_concrete(inputs) else _final_state_batch_nested
+    return run(vehicle, config, policy, devices, *inputs)
+
+
+def _batch_size(states: State) -> int:
+    leaves = jax.tree_util.tree_leaves(states)
+    if not leaves or any(jnp.ndim(leaf) == 0 for leaf in leaves):
+        raise ValueError(
+            "initial_states needs a batch axis first on every leaf; for one lander use final_state."
+        )
+    return jnp.shape(leaves[0])[0]
+
+
+_COMPONENT_COMPILER_OPTIONS = {
+    # Keep lax.optimization_barrier until fusion, where it bounds XLA's recomputation.
+    "xla_disable_hlo_passes": "cse_barrier_expander",
+    # Vectorise with the full 512-bit registers on CPUs that have them.
+    "xla_cpu_prefer_vector_width": 512,
+}
+"""XLA options of the program compiled by :func:`final_state_batch`."""
+
+_UNROLLED_SUBSTEPS = 4
+"""Largest number of physics sub-steps that :func:`final_state_batch` writes out in
+line rather than as an inner scan."""
+
+_CHUNK = 4096
+"""Most landers that one device steps at a time in :func:`final_state_batch`; larger
+shards run as several chunks in turn, so that the intermediates of a step stay in the
+processor's cache."""
+
+
+def _sharded_final_state(vehicle, config, policy, devices, initial_states, params, policy_carry):
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+    batched = jax.sharding.PartitionSpec("batch")
+    shared = jax.sharding.PartitionSpec()
+
+    def local(states, params, carry):
+        if vehicle.component_tuples:
+            return _final_state_chunked(vehicle, config, policy, states, params, carry)
+        return jax.vmap(lambda s: final_state(vehicle, config, policy, s, params, carry))(states)
+
+    run = jax.shard_map(
+        local, mesh=mesh, in_specs=(batched, shared, shared), out_specs=batched, check_vma=False
+    )
+    return run(initial_states, params, policy_carry)
+
+
+_final_state_batch = jax.jit(
+    _sharded_final_state,
+    static_argnums=(0, 1, 2, 3),
+    compiler_options=_COMPONENT_COMPILER_OPTIONS,
+)
+_final_state_batch_nested = jax.jit(_sharded_final_state, static_argnums=(0, 1, 2, 3))
+
+
+def _final_state_chunked(vehicle, config, policy, states, params, policy_carry):
+    """Run :func:`_final_state_batch_last` on chunks of at most :data:`_CHUNK` landers,
+    one after the other, when the batch splits evenly into them."""
+    batch = _batch_size(states)
+    chunks = -(-batch // _CHUNK)
+    if chunks == 1 or batch % chunks:
+        return _final_state_batch_last(vehicle, config, policy, states, params, policy_carry)
+    split = jax.tree_util.tree_map(
+        lambda x: x.reshape(chunks, batch // chunks, *x.shape[1:]), states
+    )
+    finals = jax.lax.map(
+        lambda chunk: _final_state_batch_last(vehicle, config, policy, chunk, params, policy_carry),
+        split,
+    )
+    return jax.tree_util.tree_map(lambda x: x.reshape(batch, *x.shape[2:]), finals)
+
+
+def _final_state_batch_last(vehicle, config, policy, states, params, policy_carry):
+    """Run :func:`final_state` for a batch-first ``states`` in the component layout.
+
+    Every state field that changes along the rollout becomes one array of shape
+    ``(batch,)`` per component (a tuple for a vector field); the constant fields keep
+    their arrays with the batch moved last. The policy sees arrays with the batch last.
+    """
+    batch = _batch_size(states)
+    constant = set(vehicle.constant_fields)
+    fields = {
+        field.name: _to_components(getattr(states, field.name), field.name in constant)
+        for field in dataclasses.fields(states)
+    }
+    states = states.replace(**fields)
+    memory = jax.tree_util.tree_map(
+        lambda x: jnp.broadcast_to(jnp.expand_dims(x, -1), jnp.shape(x) + (batch,)), policy_carry
+    )
+    batched_policy = jax.vmap(policy, in_axes=(-1, None, -1), out_axes=-1)
+    start = initial_sim_state(states)
+    start = start.replace(
+        touched_down=jnp.zeros((batch,), bool),
+        touchdown_time=jnp.broadcast_to(start.touchdown_time, (batch,)),
+    )
+
+    def body(carry, _):
+        sim, memory = carry
+        packed = jax.tree_util.tree_map(_stack_tuple, sim.vehicle, is_leaf=_is_tuple)
+        action, memory = batched_policy(packed, params, memory)
+        return (_materialized_control_step(vehicle, config, sim, action, params), memory), None
+
+    with components.materializing():
+        (final, _), _ = jax.lax.scan(body, (start, memory), None, length=config.horizon)
+    vehicle_state = jax.tree_util.tree_map(_stack_tuple, final.vehicle, is_leaf=_is_tuple)
+    return SimState(
+        vehicle=jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, -1, 0), vehicle_state),
+        time=jnp.broadcast_to(final.time, (batch,)),
+        touched_down=final.touched_down,
+        touchdown_time=final.touchdown_time,
+    )
+
+
+def _to_components(field: Any, constant: bool) -> Any:
+    """Return a batch-first field with the batch moved last, as one tuple entry per
+    component for a ``(batch, k)`` array of a field that changes along the rollout."""
+
+    def convert(x):
+        if not constant and jnp.ndim(x) == 2:
+            return tuple(x[:, i] for i in range(x.shape[1]))
+        return jnp.moveaxis(x, 0, -1)
+
+    return jax.tree_util.tree_map(convert, field)
+
+
+def _is_tuple(x: Any) -> bool:
+    return isinstance(x, tuple)
+
+
+def _stack_tuple(x: Any) -> Any:
+    return jnp.stack(x) if isinstance(x, tuple) else x
 
 
 def _nested_scan(body, carry, steps: jax.Array, segment: int):

@@ -80,6 +80,7 @@ class VerticalLander(Vehicle):
     drag: bool = False
 
     kinematic_fields = ("altitude",)
+    component_tuples = True
     action_size = 1
 
     def thrust(self, state: VerticalState, action: jax.Array, params: VerticalParams):

@@ -1,0 +1,232 @@
+"""final_state_batch against jax.vmap of final_state, and the vectorised sine and cosine."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffland.dynamics import (
+    PlanarBooster,
+    RigidBody,
+    SimConfig,
+    VerticalLander,
+    aero,
+    components,
+    falcon9_like,
+    falcon9_like_planar,
+    falcon9_like_rigid_body,
+    final_state,
+    final_state_batch,
+    rotation,
+    simulate,
+)
+from diffland.dynamics.integrators import RK4, SemiImplicitEuler
+from diffland.dynamics.planar import make_planar_state
+from diffland.dynamics.rigid_body import make_rigid_body_state
+from diffland.dynamics.vertical import make_vertical_state
+
+COUNT = 24
+
+
+def rigid_body_starts(drag: bool):
+    """Landers tilted, turning and drifting; with drag, in gusty wind. The centre of mass
+    is 17 to 95 m up (the feet about 15 m lower), descending at 10 to 2 m/s, so the low
+    ones touch down within a few seconds and the high ones do not."""
+    keys = jax.random.split(jax.random.PRNGKey(3), COUNT)
+    heights = jnp.linspace(17.0, 95.0, COUNT)
+    speeds = jnp.linspace(10.0, 2.0, COUNT)
+    angles = jnp.linspace(-0.06, 0.06, COUNT)
+
+    def start(key, height, speed, angle):
+        wind = aero.sample_wind(key, 2, 8.0, 2.0, dtype=jnp.float64) if drag else None
+        attitude = rotation.from_axis_angle(jnp.array([1.0, 0.4, 0.0]), angle)
+        return make_rigid_body_state(
+            jnp.stack([3.0, -2.0, height]),
+            jnp.stack([1.0, -0.5, -speed]),
+            30_000.0,
+            attitude,
+            angular_velocity=jnp.stack([0.01, -angle / 5.0, 0.002]),
+            wind=wind,
+        )
+
+    return jax.vmap(start)(keys, heights, speeds, angles)
+
+
+def steering_policy(state, params, count):
+    """Throttle and gimbal that depend on the state, with a step counter as the carry."""
+    del params
+    throttle = jnp.clip(0.45 + 0.01 * state.velocity[2], 0.4, 1.0)
+    gimbal = jnp.clip(-0.2 * state.angular_velocity[:2], -0.08, 0.08)
+    return jnp.concatenate([throttle[None], gimbal]), count + 1
+
+
+def assert_same_final(batched, reference, rtol=1e-9, atol=1e-9):
+    np.testing.assert_array_equal(batched.touched_down, reference.touched_down)
+    for got, expected in zip(
+        jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(reference), strict=True
+    ):
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
+
+
+def vmapped_final(vehicle, config, policy, starts, params, carry):
+    run = jax.vmap(lambda start: final_state(vehicle, config, policy, start, params, carry))
+    return jax.jit(run)(starts)
+
+
+@pytest.mark.parametrize(
+    ("drag", "config"),
+    [
+        (False, SimConfig(control_dt=0.05, substeps=1, horizon=80, integrator=SemiImplicitEuler())),
+        (True, SimConfig(control_dt=0.1, substeps=2, horizon=40, integrator=RK4())),
+    ],
+    ids=["core", "drag-rk4"],
+)
+def test_rigid_body_batch_matches_vmap(x64, drag, config):
+    vehicle = RigidBody(drag=drag)
+    params = falcon9_like_rigid_body(drag=drag, dtype=jnp.float64)
+    starts = rigid_body_starts(drag)
+    carry = jnp.array(0.0)
+
+    batched = final_state_batch(vehicle, config, steering_policy, starts, params, carry)
+    reference = vmapped_final(vehicle, config, steering_policy, starts, params, carry)
+
+    touched = np.asarray(reference.touched_down)
+    assert touched.any()
+    assert not touched.all()
+    assert_same_final(batched, reference)
+
+
+def test_planar_batch_matches_vmap(x64):
+    vehicle = PlanarBooster(drag=True)
+    params = falcon9_like_planar(drag=True, dtype=jnp.float64)
+    keys = jax.random.split(jax.random.PRNGKey(5), COUNT)
+    heights = jnp.linspace(8.0, 60.0, COUNT)
+
+    def start(key, height):
+        wind = aero.sample_wind(key, 1, 8.0, 2.0, dtype=jnp.float64)
+        return make_planar_state(2.0, height, 1.0, -height / 4.0, 30_000.0, 0.03, wind=wind)
+
+    starts = jax.vmap(start)(keys, heights)
+    config = SimConfig(control_dt=0.1, substeps=2, horizon=40)
+
+    def policy(state, params, carry):
+        del params
+        throttle = jnp.clip(0.55 - 0.01 * state.vz, 0.4, 1.0)
+        return jnp.stack([throttle, -0.2 * state.pitch]), carry
+
+    batched = final_state_batch(vehicle, config, policy, starts, params, ())
+    reference = vmapped_final(vehicle, config, policy, starts, params, ())
+    assert_same_final(batched, reference)
+
+
+def vertical_starts():
+    heights = jnp.linspace(10.0, 80.0, COUNT)
+    return make_vertical_state(heights, -heights / 3.0, jnp.full(COUNT, 30_000.0))
+
+
+def test_vertical_batch_matches_vmap(x64):
+    vehicle = VerticalLander()
+    params = falcon9_like(dtype=jnp.float64)
+    starts = vertical_starts()
+    config = SimConfig(control_dt=0.1, substeps=2, horizon=40)
+
+    def policy(state, params, carry):
+        del params
+        return jnp.clip(0.6 - 0.02 * state.velocity, 0.4, 1.0)[None], carry
+
+    batched = final_state_batch(vehicle, config, policy, starts, params, ())
+    reference = vmapped_final(vehicle, config, policy, starts, params, ())
+    assert_same_final(batched, reference)
+
+
+def test_batch_float32_close_to_vmap():
+    vehicle = RigidBody(drag=True)
+    params = falcon9_like_rigid_body(drag=True)
+    with jax.enable_x64(True):
+        starts = rigid_body_starts(True)
+    starts = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), starts)
+    config = SimConfig(control_dt=0.1, substeps=2, horizon=10)
+    carry = jnp.array(0.0, jnp.float32)
+
+    batched = final_state_batch(vehicle, config, steering_policy, starts, params, carry)
+    reference = vmapped_final(vehicle, config, steering_policy, starts, params, carry)
+    assert_same_final(batched, reference, rtol=1e-4, atol=1e-3)
+
+
+def test_batch_rejects_uneven_split():
+    vehicle = VerticalLander()
+    params = falcon9_like()
+    starts = make_vertical_state(jnp.ones(3) * 50.0, -jnp.ones(3), jnp.ones(3) * 30_000.0)
+    config = SimConfig(horizon=2)
+    devices = [jax.devices()[0]] * 2
+    with pytest.raises(ValueError, match="does not split evenly over 2 devices"):
+        final_state_batch(
+            vehicle, config, lambda s, p, c: (jnp.ones(1), c), starts, params, (), devices=devices
+        )
+
+
+def test_sin_cos_float32_accuracy():
+    angles = np.concatenate(
+        [np.linspace(-400.0, 400.0, 200_001), np.random.default_rng(0).uniform(-5e4, 5e4, 10_000)]
+    ).astype(np.float32)
+    sine, cosine = jax.jit(components.sin_cos)(jnp.asarray(angles))
+    exact = angles.astype(np.float64)
+    np.testing.assert_allclose(np.asarray(sine, np.float64), np.sin(exact), rtol=0, atol=2e-7)
+    np.testing.assert_allclose(np.asarray(cosine, np.float64), np.cos(exact), rtol=0, atol=2e-7)
+
+
+def test_sin_cos_derivative():
+    gradient = jax.grad(
+        lambda angle: components.sin_cos(angle)[0] + 2 * components.sin_cos(angle)[1]
+    )
+    value = float(gradient(jnp.float32(0.7)))
+    assert value == pytest.approx(np.cos(0.7) - 2.0 * np.sin(0.7), rel=1e-6)
+
+
+def test_sin_cos_float64_uses_jnp(x64):
+    angle = jnp.float64(1.234567890123)
+    sine, cosine = components.sin_cos(angle)
+    assert float(sine) == float(jnp.sin(angle))
+    assert float(cosine) == float(jnp.cos(angle))
+
+
+def test_batch_in_chunks_matches_vmap(x64, monkeypatch):
+    monkeypatch.setattr(simulate, "_CHUNK", 8)
+    vehicle = VerticalLander()
+    params = falcon9_like(dtype=jnp.float64)
+    starts = vertical_starts()
+    config = SimConfig(control_dt=0.1, substeps=1, horizon=30)
+
+    def policy(state, params, carry):
+        del params
+        return jnp.clip(0.6 - 0.02 * state.velocity, 0.4, 1.0)[None], carry + 1.0
+
+    carry = jnp.array(0.0)
+    batched = final_state_batch(vehicle, config, policy, starts, params, carry)
+    reference = vmapped_final(vehicle, config, policy, starts, params, carry)
+    assert_same_final(batched, reference)
+
+
+def test_batch_inside_jit_and_grad(x64):
+    vehicle = VerticalLander()
+    params = falcon9_like(dtype=jnp.float64)
+    starts = vertical_starts()
+    config = SimConfig(control_dt=0.1, substeps=1, horizon=20)
+
+    def policy(state, params, carry):
+        del params
+        return jnp.clip(0.6 - 0.02 * state.velocity, 0.4, 1.0)[None], carry
+
+    def batched_loss(states):
+        final = final_state_batch(vehicle, config, policy, states, params, ())
+        return jnp.sum(final.vehicle.velocity**2)
+
+    def vmapped_loss(states):
+        final = vmapped_final(vehicle, config, policy, states, params, ())
+        return jnp.sum(final.vehicle.velocity**2)
+
+    np.testing.assert_allclose(jax.jit(batched_loss)(starts), vmapped_loss(starts), rtol=1e-12)
+    gradient = jax.grad(batched_loss)(starts)
+    expected = jax.grad(vmapped_loss)(starts)
+    np.testing.assert_allclose(gradient.velocity, expected.velocity, rtol=1e-9, atol=1e-12)
