@@ -69,6 +69,7 @@ from diffland.dynamics import (
     falcon9_like_planar,
     falcon9_like_rigid_body,
     final_state,
+    final_state_batch,
     initial_sim_state,
     physics_step,
 )
@@ -392,19 +393,43 @@ def _rate_row(base: dict[str, Any], batch: int, horizon: int, substeps: int, tim
     return row
 
 
-def measure_rollout(setup, kind, states, devices, config) -> dict[str, Any]:
-    """Time the scan of ``setup`` under controller ``kind`` for one batch of ``states``."""
+def measure_rollout(setup, kind, states, devices, config, path="batched") -> dict[str, Any]:
+    """Time the scan of ``setup`` under controller ``kind`` for one batch of ``states``.
+
+    ``path`` ``"batched"`` times :func:`~diffland.dynamics.final_state_batch` (the batch
+    in the component layout, split over the devices), ``"vmap"`` a jitted ``jax.vmap`` of
+    :func:`~diffland.dynamics.final_state`. The batched path compiles on its first call,
+    so its compile time is that call's time minus the median of the timed calls.
+    """
     example = jax.tree_util.tree_map(lambda x: x[0], states)
     make_policy, variables, carry = _controller(setup, kind, example)
-    placed, used = _place(states, devices)
-    run = rollout_function(setup, make_policy, carry)
-    compiled, compile_s = benchmarking.compile_timed(run, variables, placed)
-    timing = benchmarking.time_call(compiled, variables, placed, repeats=config.repeats)
     batch = jax.tree_util.tree_leaves(states)[0].shape[0]
+    if path == "batched":
+        used = devices if devices > 1 and batch % devices == 0 else 1
+        policy = make_policy(variables)
+        chosen = jax.local_devices()[:used]
+        inputs, _ = _place(states, used)
+
+        def run(states):
+            return final_state_batch(
+                setup.vehicle, setup.sim, policy, states, setup.params, carry, devices=chosen
+            )
+
+        start = time.perf_counter()
+        jax.block_until_ready(run(inputs))
+        first = time.perf_counter() - start
+        timing = benchmarking.time_call(run, inputs, repeats=config.repeats)
+        compile_s = max(first - timing["median_seconds"], 0.0)
+    else:
+        placed, used = _place(states, devices)
+        run = rollout_function(setup, make_policy, carry)
+        compiled, compile_s = benchmarking.compile_timed(run, variables, placed)
+        timing = benchmarking.time_call(compiled, variables, placed, repeats=config.repeats)
     base = {
         "vehicle": setup.name,
         "configuration": setup.configuration,
         "controller": kind,
+        "path": path,
         "devices": used,
     }
     return _rate_row(base, batch, setup.sim.horizon, setup.sim.substeps, timing, compile_s)
@@ -424,14 +449,16 @@ def throughput_figure(config: ThroughputConfig, device_count: int) -> list[dict[
             for kind in config.controllers:
                 for batch in config.batch_sizes:
                     states = jax.tree_util.tree_map(lambda x, b=batch: x[:b], all_states)
-                    counts = [device_count]
+                    runs = [(device_count, "batched")]
                     compare = name == "rigid_body" and configuration == "core" and kind == "fixed"
                     if compare and device_count > 1 and batch % device_count == 0:
-                        counts.append(1)
+                        runs.append((1, "batched"))
+                    if compare:
+                        runs.append((1, "vmap"))
                     try:
                         measured = [
-                            measure_rollout(setup, kind, states, devices, config)
-                            for devices in counts
+                            measure_rollout(setup, kind, states, devices, config, path)
+                            for devices, path in runs
                         ]
                     except Exception as error:
                         if not (config.until_oom and _is_out_of_memory(error)):
@@ -871,6 +898,8 @@ def format_throughput_table(rows: list[dict[str, Any]], anchors: list[dict[str, 
             lines.append(f"{row['vehicle']:<38} {row['batch']:>6}   {row['error']}")
             continue
         name = row.get("anchor") or f"{row['vehicle']} {row['configuration']} {row['controller']}"
+        if row.get("path") == "vmap":
+            name += " (vmap)"
         lines.append(
             f"{name:<38} {row['batch']:>6} {row['devices']:>3} "
             f"{_format_rate(row['steps_per_second']):>10} "
@@ -970,6 +999,8 @@ def plot_throughput(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path
         if "steps_per_second" not in row:
             continue
         if row["devices"] != device_count and row["batch"] % device_count == 0:
+            continue
+        if row.get("path") == "vmap":
             continue
         name = row.get("anchor") or f"{row['vehicle']} {row['configuration']} {row['controller']}"
         series.setdefault(name, []).append((row["batch"], row["steps_per_second"]))

@@ -461,7 +461,10 @@ def final_state_batch(
     inputs = (initial_states, params, policy_carry)
     # jax.jit takes compiler options only where it is not traced inside another
     # transformation; nested, the step keeps its values but loses the barriers' effect.
-    run = _final_state_batch if is_concrete(inputs) else _final_state_batch_nested
+    # NOTE: with one lander per device the compiler options above made XLA 0.10.2 abort
+    # on the 1-D lander (a failed buffer check), so such shards compile without them.
+    fast = is_concrete(inputs) and batch > len(devices)
+    run = _final_state_batch if fast else _final_state_batch_nested
     return run(vehicle, config, policy, devices, *inputs)
 
 
