@@ -93,6 +93,27 @@ def _field_names(cls: type, prefix: str = "") -> list[str]:
     return names
 
 
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) is tuple:
+        element = (typing.get_args(kind) or (str,))[0]
+        return f"a comma-separated list of {getattr(element, '__name__', element)}"
+    return getattr(kind, "__name__", str(kind))
+
+
+def _parse_tuple(text: str, args: tuple) -> tuple | None:
+    """Return the comma-separated ``text`` (brackets optional) as a tuple of the element
+    type of ``tuple[T, ...]``, or None when an item does not convert."""
+    element = args[0] if args else str
+    if element not in (int, float, str):
+        return None
+    inner = text.strip().removeprefix("[").removeprefix("(")
+    inner = inner.removesuffix("]").removesuffix(")")
+    try:
+        return tuple(element(item.strip()) for item in inner.split(",") if item.strip())
+    except ValueError:
+        return None
+
+
 def _parse_value(key: str, text: str, kind: Any) -> Any:
     """Convert the text of ``--set key=text`` to the field type ``kind``."""
     allowed = (
@@ -114,7 +135,11 @@ def _parse_value(key: str, text: str, kind: Any) -> Any:
                 return option(text)
             except ValueError:
                 continue
-    names = " or ".join(getattr(option, "__name__", str(option)) for option in allowed)
+        elif typing.get_origin(option) is tuple:
+            items = _parse_tuple(text, typing.get_args(option))
+            if items is not None:
+                return items
+    names = " or ".join(_type_name(option) for option in allowed)
     raise ValueError(f"--set {key}={text} is invalid: {key} takes a value of type {names}.")
 
 

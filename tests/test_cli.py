@@ -124,6 +124,20 @@ def test_overrides_convert_types():
     assert config.pid == VerticalLandingConfig().pid
 
 
+def test_overrides_parse_tuples():
+    @common.dataclasses.dataclass(frozen=True)
+    class Sweep:
+        horizons: tuple[int, ...] = (32,)
+        names: tuple[str, ...] = ("a",)
+
+    config = common.apply_overrides(Sweep(), ["horizons=[32, 128]", "names=x,y"])
+
+    assert config.horizons == (32, 128)
+    assert config.names == ("x", "y")
+    with pytest.raises(ValueError, match="a comma-separated list of int"):
+        common.apply_overrides(Sweep(), ["horizons=1.5,2"])
+
+
 def test_override_range_checked_before_run(tmp_path, capsys):
     folder = tmp_path / "run"
 
