@@ -97,7 +97,7 @@ def _type_name(kind: Any) -> str:
     if typing.get_origin(kind) is tuple:
         element = (typing.get_args(kind) or (str,))[0]
         return f"a comma-separated list of {getattr(element, '__name__', element)}"
-    return getattr(kind, "__name__", str(kind))
+    return f"a value of type {getattr(kind, '__name__', kind)}"
 
 
 def _parse_tuple(text: str, args: tuple) -> tuple | None:
@@ -140,7 +140,7 @@ def _parse_value(key: str, text: str, kind: Any) -> Any:
             if items is not None:
                 return items
     names = " or ".join(_type_name(option) for option in allowed)
-    raise ValueError(f"--set {key}={text} is invalid: {key} takes a value of type {names}.")
+    raise ValueError(f"--set {key}={text} is invalid: {key} takes {names}.")
 
 
 def apply_overrides(config: Any, assignments: Sequence[str]) -> Any:

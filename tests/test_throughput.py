@@ -149,6 +149,24 @@ def test_config_rejects_unknown_figure():
         config.validate()
 
 
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"fma_units": 0}, "fma_units = 0 is invalid"),
+        ({"vehicles": ()}, r"vehicles = \(\) is invalid"),
+        ({"compile_controllers": ("pid", "xyz")}, "compile_controllers"),
+        ({"anchor_names": ("Foo-v1",)}, "anchor_names"),
+        ({"threshold_eval_every": 0}, "threshold_eval_every = 0"),
+        ({"max_call_seconds": -1.0}, "max_call_seconds = -1.0 is invalid"),
+    ],
+)
+def test_config_rejects_bad_values(change, expected):
+    config = throughput.ThroughputConfig.create(True, **change)
+
+    with pytest.raises(ValueError, match=expected):
+        config.validate()
+
+
 def fixed_starts(setup, pool, batch):
     """Return ``batch`` 1-D lander states 150-250 m up at 40-60 m/s down."""
     del setup, pool
