@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -82,12 +83,21 @@ class SensorModel:
                 f"SensorModel.max_latency = {latency!r} is invalid: pass an integer >= 0 "
                 "(control steps)."
             )
-        pairs = tuple(tuple(pair) for pair in self.noise_std)
+        entries = self.noise_std
+        if not isinstance(entries, tuple | list) or not all(
+            isinstance(pair, tuple | list) for pair in entries
+        ):
+            raise ValueError(
+                f"SensorModel.noise_std = {entries!r} is invalid: pass a tuple of (field, "
+                "standard deviation) pairs, such as (('x', 0.5),)."
+            )
+        pairs = tuple(tuple(pair) for pair in entries)
         for pair in pairs:
             valid = (
                 len(pair) == 2
                 and isinstance(pair[0], str)
-                and isinstance(pair[1], int | float)
+                and isinstance(pair[1], numbers.Real)
+                and not isinstance(pair[1], bool)
                 and math.isfinite(pair[1])
                 and pair[1] >= 0
             )
@@ -222,7 +232,7 @@ class RandomizationRanges:
                 isinstance(bounds, tuple | list)
                 and len(bounds) == 2
                 and all(
-                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                    isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
                     for v in bounds
                 )
             )
@@ -231,7 +241,8 @@ class RandomizationRanges:
                     f"RandomizationRanges.{field.name} = {bounds!r} is invalid: pass a pair "
                     "of finite numbers (low, high), or None for the nominal value."
                 )
-            low, high = bounds
+            # Plain Python numbers, so the ranges can be written to JSON.
+            low, high = (v.item() if hasattr(v, "item") else v for v in bounds)
             if low > high:
                 raise ValueError(
                     f"RandomizationRanges.{field.name} = {bounds!r} is invalid: low {low} is "

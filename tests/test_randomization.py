@@ -441,3 +441,13 @@ def test_sensor_rollout_with_truncation():
         results.append(batch_rollout(task, controller, variables, episodes).actions)
 
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_ranges_accept_numpy_scalars():
+    ranges = RandomizationRanges(isp_scale=(np.float32(0.9), np.float32(1.1)))
+
+    low, high = ranges.isp_scale
+    assert type(low) is float
+    assert abs(high - 1.1) < 1e-6
+    with pytest.raises(ValueError, match="tuple of \\(field, standard deviation\\) pairs"):
+        SensorModel(noise_std=("x", 1.0))

@@ -188,6 +188,8 @@ def student_pairs(
 def join_pairs(*pair_sets: tuple[Any, ...]) -> tuple[Any, ...]:
     """Concatenate pair tuples of the same layout (from :func:`teacher_pairs` or
     :func:`student_pairs`) into one."""
+    if not pair_sets:
+        raise ValueError("join_pairs needs at least one pair tuple.")
     if len({len(pairs) for pairs in pair_sets}) != 1:
         raise ValueError(
             "the pair tuples differ in length: join pairs recorded for the same student "
