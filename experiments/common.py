@@ -33,13 +33,13 @@ class RunFolderError(ValueError):
     """The requested run folder cannot be used."""
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options every experiment accepts."""
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="train less (a few minutes on 2 CPU cores); evaluation uses the same held-out set",
-    )
+QUICK_HELP = "train less (a few minutes on 2 CPU cores); evaluation uses the same held-out set"
+"""Help of ``--quick`` for the experiments that train controllers."""
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, quick_help: str = QUICK_HELP) -> None:
+    """Add the options every experiment accepts; ``quick_help`` describes ``--quick``."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument(
         "--out",
         type=pathlib.Path,

@@ -1156,7 +1156,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
     )
-    common.add_common_arguments(parser)
+    common.add_common_arguments(
+        parser, quick_help="a reduced sweep: batch sizes up to 1,024, one gradient horizon"
+    )
     parser.add_argument(
         "--figures",
         type=_names,
