@@ -18,7 +18,7 @@ What is drawn, per episode (:class:`RandomizationRanges`):
 - a factor on the sensor noise and a sensor latency in control steps.
 
 Sensors (:class:`SensorModel`) act between the state and the controller, outside the
-physics step. The controller sees a state with Gaussian noise added to chosen fields,
+physics step. The controller receives a state with Gaussian noise added to chosen fields,
 taken ``latency`` control steps ago. The buffer of past measurements and the noise key
 live in the policy carry.
 """
@@ -131,7 +131,7 @@ class SensorModel:
         return state.replace(**noisy)
 
     def wrap(self, policy: Callable, inner_carry: Any, episode: Episode):
-        """Return a policy that sees measured, delayed states, and its initial carry.
+        """Return a policy that acts on measured, delayed states, and its initial carry.
 
         ``policy(state, params, carry) -> (action, carry)`` is the controller's policy;
         ``episode`` is one unbatched episode.

@@ -35,7 +35,7 @@ SPEC = BoosterSpec(
 )
 
 CONFIG = BoosterLandingConfig(neuro_pid_action_features=True, dagger_rounds=1)
-"""Settings of the full run. The NeuroPID's network sees the PID's action, and its fit
+"""Settings of the full run. The NeuroPID's network gets the PID's action as input, and its fit
 to the MLP adds one round of the NeuroPID's own states: in a measured full run the fit
 alone validated at 70.9 % success, with the PID's action as input at 93.0 %, and with
 the aggregation round as well at 99.0 % (MLP 99.8 %, tuned PID 92.2 %)."""

@@ -6,7 +6,7 @@ Isp, radius of gyration, engine misalignment, throttle lag, wind and sensor nois
 latency, from :data:`~diffland.randomization.PLANAR_TRAINING_RANGES`. The controllers
 see the nominal parameters only. The tuned cascaded PID, the MLP (started from a
 behaviour-cloning fit to the tuned PID) and the adaptive NeuroPID (whose network also
-sees recent tracking errors and an online thrust estimate) are trained as in
+receives recent tracking errors and an online thrust estimate) are trained as in
 ``experiments.planar_landing``. Each is scored on held-out start states twice:
 ``success_rate`` with parameters drawn from the training ranges, and
 ``success_rate_ood`` with parameters drawn from

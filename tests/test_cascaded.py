@@ -137,7 +137,7 @@ def test_neuro_cascade_corrects_saturated_action():
 @pytest.mark.parametrize("case", CASES)
 def test_neuro_cascade_network_sees_scaled_pid_action(case):
     """With action_features the network's input is the observation followed by the
-    PID's bounded action mapped to [-1, 1] over the bounds; the correction computed by
+    PID's bounded action mapped to [-1, 1] over the bounds. A correction computed by
     hand from the same weights must match."""
     task, starts = task_for(case)
     state = first(starts)

@@ -321,7 +321,7 @@ class NeuroCascadedPID(nn.Module):
     adaptive: bool = False
     """Feed the network the recent tracking errors and the thrust estimate (see above)."""
     error_history: int = 4
-    """Number of recent vertical-velocity errors the adaptive network sees."""
+    """Number of recent vertical-velocity errors fed to the adaptive network."""
     thrust_estimate_gain: float = 0.3
     """Weight of each new measurement in the smoothed thrust ratio, in (0, 1]."""
 

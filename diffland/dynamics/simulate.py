@@ -490,9 +490,9 @@ _UNROLLED_SUBSTEPS = 4
 line rather than as an inner scan."""
 
 _CHUNK = 4096
-"""Most landers that one device steps at a time in :func:`final_state_batch`; larger
-shards run as several chunks in turn, so that the intermediates of a step stay in the
-processor's cache."""
+"""Maximum number of landers that one device steps at a time in :func:`final_state_batch`.
+Larger shards run as several chunks in turn, so that the intermediates of a step stay
+in the processor's cache."""
 
 
 def _sharded_final_state(vehicle, config, policy, devices, initial_states, params, policy_carry):

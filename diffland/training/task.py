@@ -33,7 +33,7 @@ class LandingTask:
     cost: LandingCost = dataclasses.field(default_factory=LandingCost)
     sensor: SensorModel | None = None
     """Noise and latency between the state and the controller; needs episodes, whose
-    fields set each one's noise key, noise scale and latency. None: the controller sees
+    fields set each one's noise key, noise scale and latency. None: the controller receives
     the exact state."""
 
     def validate(self, initial_states: Any) -> None:
