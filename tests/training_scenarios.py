@@ -6,6 +6,8 @@ like one in a subprocess. As a script::
     python tests/training_scenarios.py train FOLDER [--resume] [--pause-at STEP]
         [--reference OTHER]
     python tests/training_scenarios.py devices FOLDER
+    python tests/training_scenarios.py distributed FOLDER --coordinator HOST:PORT
+        --process-id I --num-processes N --local-devices D
 
 ``train`` trains into ``FOLDER/checkpoints`` and writes the final state to
 ``FOLDER/final.npz``. With ``--pause-at`` it writes ``FOLDER/paused`` while step STEP is
@@ -19,6 +21,12 @@ restores the checkpoint written on every device on two of them, scores the train
 controller with ``rollout_outcomes`` on every device and on one, and builds a trainer
 whose batch of 6 does not split over the devices. It writes the parameters, device
 counts and that error message to ``FOLDER/devices.npz`` for the tests to check.
+
+``distributed`` is one process of a multi-process job on the CPU: it asks for D CPU
+devices, calls ``jax.distributed.initialize`` with the coordinator address, then trains
+on the global mesh of all processes' devices with checkpoints in ``FOLDER/checkpoints``
+and restores the newest one. It writes the process and device counts, the final state
+and the restored parameters to ``FOLDER/process<I>.npz``.
 """
 
 from __future__ import annotations
@@ -77,7 +85,7 @@ def start_pool(count=16, seed=0):
     )
 
 
-def make_trainer(checkpoint_dir=None, callbacks=(), **overrides):
+def make_trainer(checkpoint_dir=None, callbacks=(), eval_states=None, **overrides):
     """Return an MLP trainer on a 6 s landing-burn task (8 updates of 8 landers)."""
     settings = dict(
         steps=STEPS,
@@ -96,6 +104,7 @@ def make_trainer(checkpoint_dir=None, callbacks=(), **overrides):
         MLPPolicy(VEHICLE, hidden=(8,)),
         TrainConfig(**settings),
         start_pool(),
+        eval_states=eval_states,
         checkpoint_dir=checkpoint_dir,
         callbacks=callbacks,
     )
@@ -193,13 +202,64 @@ def run_devices(folder: pathlib.Path) -> int:
     return 0
 
 
+def distributed_settings() -> dict:
+    """Return the ``distributed`` run's settings beyond :func:`make_trainer`'s.
+
+    8 validation states scored every 4 updates, split over the devices of every process.
+    A function, not a constant, because building the states starts JAX's backend, which
+    must happen after ``jax.distributed.initialize``.
+    """
+    return {"eval_states": start_pool(8, seed=1), "eval_every": 4}
+
+
+def run_distributed(
+    folder: pathlib.Path, coordinator: str, process_id: int, num_processes: int, devices: int
+) -> int:
+    """Train as process ``process_id`` of a ``num_processes``-process job on the CPU."""
+    # Both settings must be made before the CPU backend starts. jax 0.10.2 uses gloo for
+    # cross-process CPU collectives by default, and it is set here so the test does not
+    # depend on that default.
+    jax.config.update("jax_num_cpu_devices", devices)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+    trainer = make_trainer(folder / "checkpoints", **distributed_settings())
+    result = trainer.train()
+    restored = make_trainer(folder / "checkpoints", **distributed_settings()).restore()
+    _, outcome = rollout_outcomes(
+        trainer.task, trainer.controller, {"params": result.state.params}, start_pool()
+    )
+
+    arrays = {f"final/{name}": value for name, value in flat_state(result.state).items()}
+    for name, value in flat_params(result.state.best_params).items():
+        arrays[f"best/{name}"] = value
+    for name, value in flat_params(restored.params).items():
+        arrays[f"restored/{name}"] = value
+    arrays["best_step"] = np.asarray(result.state.best_step)
+    arrays["outcome/propellant"] = np.asarray(outcome.propellant_used)
+    arrays["restored_step"] = np.asarray(restored.step)
+    arrays["process_count"] = np.asarray(jax.process_count())
+    arrays["process_index"] = np.asarray(jax.process_index())
+    arrays["local_device_count"] = np.asarray(jax.local_device_count())
+    arrays["mesh_device_count"] = np.asarray(trainer.parallel.device_count)
+    leaf = jax.tree_util.tree_leaves(result.state.params)[0]
+    arrays["param_devices"] = np.asarray(len(leaf.sharding.device_set))
+    arrays["update_all_reduces"] = np.asarray(trainer._update.as_text().count("all-reduce"))
+    np.savez(folder / f"process{process_id}.npz", **arrays)
+    jax.distributed.shutdown()
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenario", choices=("train", "devices"))
+    parser.add_argument("scenario", choices=("train", "devices", "distributed"))
     parser.add_argument("folder", type=pathlib.Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--pause-at", type=int, default=None)
     parser.add_argument("--reference", type=pathlib.Path, default=None)
+    parser.add_argument("--coordinator", default=None)
+    parser.add_argument("--process-id", type=int, default=0)
+    parser.add_argument("--num-processes", type=int, default=1)
+    parser.add_argument("--local-devices", type=int, default=1)
     args = parser.parse_args(argv)
     # force=True: importing orbax already installs a root handler.
     logging.basicConfig(
@@ -210,6 +270,10 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.scenario == "train":
         return run_train(args.folder, args.resume, args.pause_at, args.reference)
+    if args.scenario == "distributed":
+        return run_distributed(
+            args.folder, args.coordinator, args.process_id, args.num_processes, args.local_devices
+        )
     return run_devices(args.folder)
 
 

@@ -11,9 +11,8 @@ With several processes (after ``jax.distributed.initialize``), ``jax.devices()``
 the devices of every host and the mesh spans all of them. Each process must then build
 the same pool of start states and the same configuration, because arrays are placed from
 each process's host copy, and checkpoints need a folder that every host can write.
-
-NOTE: the multi-process path has not been run. The tests cover one process with up to
-four forced CPU devices.
+The tests run two processes on one machine, each with two CPU devices (jax 0.10.2, gloo
+collectives), and get the parameters of a one-process run within float32 rounding.
 """
 
 from __future__ import annotations
