@@ -709,3 +709,57 @@ def test_rcs_without_torque_limit_is_rejected():
 
     with pytest.raises(ValueError, match="rcs_torque_limit"):
         vehicle.validate(state, params)
+
+
+def _two_landers_with_own_com_heights():
+    """Two upright landers whose feet are 0.5 m up with their own ``com_height`` (20 and
+    40 m). With the other lander's ``com_height`` the first one's feet would be 19.5 m
+    below the ground."""
+    params = falcon9_like_rigid_body()
+    com_height = jnp.asarray([20.0, 40.0])
+    per_lander = jax.tree_util.tree_map(
+        lambda leaf: jnp.broadcast_to(leaf, (2, *jnp.shape(leaf))), params
+    )
+    per_lander = per_lander.replace(com_height=com_height)
+    states = jax.vmap(
+        lambda z: make_rigid_body_state(jnp.stack([0.0, 0.0, z]), (0.0, 0.0, -5.0), 30_000.0)
+    )(com_height + 0.5)
+    return states, per_lander
+
+
+def test_validate_accepts_per_lander_params():
+    states, per_lander = _two_landers_with_own_com_heights()
+    vehicle = RigidBody()
+
+    vehicle.validate(states, per_lander)
+
+    heights = jax.vmap(vehicle.height)(states, per_lander)
+    np.testing.assert_allclose(heights, [0.5, 0.5], atol=1e-3)
+
+
+def test_validate_checks_each_lander_with_own_params():
+    states, per_lander = _two_landers_with_own_com_heights()
+    # Lander 0 keeps its 20.5 m start but gets a 21 m com_height: feet 0.5 m underground.
+    sunk = per_lander.replace(com_height=jnp.asarray([21.0, 40.0]))
+
+    with pytest.raises(ValueError, match="the feet start at height"):
+        RigidBody().validate(states, sunk)
+
+
+def test_validate_per_lander_params_match_batch():
+    states, per_lander = _two_landers_with_own_com_heights()
+    three = per_lander.replace(max_thrust=jnp.full((3,), per_lander.max_thrust[0]))
+
+    with pytest.raises(ValueError, match=r"params\.max_thrust has shape \(3,\).*batch has 2"):
+        RigidBody().validate(states, three)
+
+
+def test_validate_per_lander_vector_params():
+    states, per_lander = _two_landers_with_own_com_heights()
+    shared_vector = per_lander.replace(radius_of_gyration=per_lander.radius_of_gyration[0])
+
+    RigidBody().validate(states, shared_vector)
+
+    with pytest.raises(ValueError, match=r"(?s)params\.radius_of_gyration = .* must be positive"):
+        negative = per_lander.radius_of_gyration.at[1, 2].set(-1.0)
+        RigidBody().validate(states, per_lander.replace(radius_of_gyration=negative))

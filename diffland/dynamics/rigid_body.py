@@ -511,9 +511,38 @@ def validate_quaternion(quaternion, name: str = "state.quaternion") -> None:
         )
 
 
+def lander_axes(params: RigidBodyParams, count: int) -> RigidBodyParams:
+    """Return the ``vmap`` axes of ``params`` over a batch of ``count`` landers.
+
+    A field with one more axis than its own shape (``()``, or ``(3,)`` for the
+    :data:`VECTOR_FIELDS`) contains one value per lander and maps over axis 0, as in
+    episodes with randomised parameters. Any other field is shared (None). Raises
+    ``ValueError`` when a per-lander field's leading axis is not ``count`` long.
+    """
+    axes = {}
+    for field in dataclasses.fields(params):
+        value = getattr(params, field.name)
+        own_ndim = 1 if field.name in VECTOR_FIELDS else 0
+        if jnp.ndim(value) <= own_ndim:
+            axes[field.name] = None
+            continue
+        if jnp.shape(value)[0] != count:
+            raise ValueError(
+                f"params.{field.name} has shape {jnp.shape(value)}, so it contains "
+                f"{jnp.shape(value)[0]} per-lander values, but the batch has {count} "
+                "landers. Pass one value per lander, or one value for all of them."
+            )
+        axes[field.name] = 0
+    return type(params)(**axes)
+
+
 def validate_rigid_body_state(state: RigidBodyState, params: RigidBodyParams, vehicle=None):
     """Raise ``ValueError`` for a non-finite state, wrong shapes, a quaternion that is not
-    of unit norm, a bad mass or feet at or below the ground."""
+    of unit norm, a bad mass or feet at or below the ground.
+
+    For a batch of states, each parameter may be shared or contain one value per lander
+    (see :func:`lander_axes`). Each lander is then checked with its own parameters.
+    """
     if not is_concrete((state, params)):
         return
     check_finite_tree(state, "state")
@@ -523,11 +552,11 @@ def validate_rigid_body_state(state: RigidBodyState, params: RigidBodyParams, ve
     _check_trailing_size(state.wind.steady, 2, "state.wind.steady")
     validate_quaternion(state.quaternion)
     vehicle = vehicle or RigidBody()
-    height = (
-        jax.vmap(lambda s: vehicle.height(s, params))(state)
-        if jnp.ndim(state.mass)
-        else vehicle.height(state, params)
-    )
+    if jnp.ndim(state.mass):
+        params_axes = lander_axes(params, jnp.shape(state.mass)[0])
+        height = jax.vmap(vehicle.height, in_axes=(0, params_axes))(state, params)
+    else:
+        height = vehicle.height(state, params)
     validate_mass_and_height(state.mass, height, params)
 
 
