@@ -45,7 +45,7 @@ from diffland.randomization import (
     sample_episodes,
 )
 from diffland.scenarios import PLANAR_SCENARIO, sample_booster_states
-from diffland.training.evaluation import rollout_outcomes
+from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
 from diffland.training.imitation import ImitationConfig
 from experiments import booster_landing, common
 from experiments.booster_landing import BoosterLandingConfig, BoosterSpec
@@ -259,9 +259,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def load_run(run_folder: pathlib.Path):
-    """Rebuild a finished run's held-out set and controllers (for ``diffland eval``)."""
-    return booster_landing.load_run(SPEC, run_folder)
+def load_run(run_folder: pathlib.Path) -> common.LoadedRun:
+    """Rebuild a finished run's held-out sets and controllers (for ``diffland eval``).
+
+    Each controller is scored as :func:`run` scores it: the booster metrics on the
+    held-out set, and ``success_rate_ood`` on the out-of-distribution episodes.
+    """
+    loaded = booster_landing.load_run(SPEC, run_folder)
+    task = loaded.task
+    held_out_ood = draw_out_of_distribution(loaded.config, task)
+
+    def score(controller, variables) -> dict[str, Any]:
+        _, outcome = rollout_outcomes(task, controller, variables, loaded.held_out)
+        entry = summarize_outcomes(outcome)
+        entry["limit_exceeded_rate"] = booster_landing.limit_exceeded_rates(task.cost, outcome)
+        _, outcome_ood = rollout_outcomes(task, controller, variables, held_out_ood)
+        entry["success_rate_ood"] = float(np.mean(np.asarray(outcome_ood.success)))
+        return entry
+
+    return dataclasses.replace(loaded, score=score)
 
 
 if __name__ == "__main__":

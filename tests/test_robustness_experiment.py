@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from diffland import cli
 from diffland.training import ImitationConfig
 from experiments import booster_landing, common, robustness
 from experiments.vertical_landing import ControllerSetting
@@ -30,13 +31,27 @@ def tiny_config():
     )
 
 
-@pytest.mark.slow
-def test_robustness_smoke_results_file(tmp_path):
-    config = tiny_config()
-    folder = common.prepare_run_folder(tmp_path / "run", False, robustness.SPEC.experiment)
-    common.save_config(folder, config, resume=False)
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Train and score the tiny configuration once; return the run folder."""
+    folder = tmp_path_factory.mktemp("robustness") / "run"
+    folder = common.prepare_run_folder(folder, False, robustness.SPEC.experiment)
+    common.save_config(folder, tiny_config(), resume=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIFFLAND_CHECKS", "0")
+        robustness.run(tiny_config(), folder, resume=False)
+    return folder
 
-    robustness.run(config, folder, resume=False)
+
+@pytest.fixture(scope="module")
+def reproduced(tiny_run):
+    """The tiny run's metrics, rescored from its checkpoints as ``diffland eval`` does."""
+    return cli.reproduce_metrics(tiny_run)
+
+
+@pytest.mark.slow
+def test_robustness_smoke_results_file(tiny_run):
+    folder = tiny_run
 
     results = json.loads((folder / "results.json").read_text())
     assert results["experiment"] == "robustness"
@@ -50,6 +65,34 @@ def test_robustness_smoke_results_file(tmp_path):
     assert ranges["training"]["max_thrust_scale"] == [0.95, 1.05]
     assert ranges["out_of_distribution"]["max_thrust_scale"] == [0.9, 1.1]
     assert results["setup"]["vehicle"]["throttle_lag"] is True
+
+
+@pytest.mark.slow
+def test_eval_reproduces_ood_success(tiny_run, reproduced):
+    results = json.loads((tiny_run / "results.json").read_text())
+
+    rows = cli.check_reproduction(results, reproduced)
+
+    ood_rows = [row for row in rows if row["metric"] == "success_rate_ood"]
+    controllers = {"pid_hand", "pid_tuned", "neuro_pid", "mlp"}
+    assert {row["controller"] for row in ood_rows} == controllers
+    assert len(ood_rows) == 4
+    for row in rows:
+        assert row["matches"], row
+    for row in ood_rows:
+        assert row["reported"] is not None, row
+
+
+@pytest.mark.slow
+def test_eval_flags_changed_ood_success(tiny_run, reproduced):
+    results = json.loads((tiny_run / "results.json").read_text())
+    entry = results["controllers"]["mlp"]["per_seed"][0]
+    entry["success_rate_ood"] = entry["success_rate_ood"] + 0.01
+
+    rows = cli.check_reproduction(results, reproduced)
+
+    differing = [(row["controller"], row["metric"]) for row in rows if not row["matches"]]
+    assert differing == [("mlp", "success_rate_ood")]
 
 
 def test_out_of_distribution_episodes_share_start_states():
