@@ -49,7 +49,12 @@ from diffland.training.imitation import (
 )
 from diffland.viz.plots import plot_booster_landings, plot_training_curves
 from experiments import common
-from experiments.vertical_landing import ControllerSetting, train_controller, trainer_config
+from experiments.vertical_landing import (
+    ControllerSetting,
+    check_settings,
+    train_controller,
+    trainer_config,
+)
 
 HELD_OUT_SEED = 20_261_205
 """Seed of the held-out start states; fixed so every run is scored on the same set."""
@@ -130,6 +135,9 @@ class BoosterLandingConfig:
     """Number of training-pool start states (the first ones, at most ``train_pool``) whose
     teachers' rollouts give each fit's state-action pairs. The fit's seed is
     ``imitation.seed`` plus the run's seed."""
+    num_devices: int | None = None
+    """Devices that each training batch and the held-out rollouts are split over; None
+    uses every local device when the batch size divides by their count, else one."""
 
     def cost(self) -> LandingCost:
         """Return the landing cost with this run's touchdown limits."""
@@ -161,12 +169,13 @@ def create_config(
     seeds: int,
     quick_overrides: dict,
     overrides: tuple[str, ...] | list[str] = (),
+    num_devices: int | None = None,
     **limits: float,
 ) -> BoosterLandingConfig:
     """Return ``base`` with the command-line choices applied; validates them.
 
     ``overrides`` are ``--set KEY=VALUE`` assignments, applied after the ``--quick``
-    changes.
+    changes and ``num_devices`` (``--num-devices``; None keeps ``base``'s).
     """
     if seeds < 1:
         raise ValueError(f"--seeds {seeds} is invalid: pass an integer >= 1.")
@@ -180,12 +189,9 @@ def create_config(
     config = dataclasses.replace(base, quick=quick, seeds=seeds, **limits)
     if quick:
         config = dataclasses.replace(config, **quick_overrides)
+    config = common.with_num_devices(config, num_devices)
     config = common.apply_overrides(config, overrides)
-    for name in ("pid", "neuro_pid", "mlp"):
-        try:
-            trainer_config(getattr(config, name), seed=0)
-        except ValueError as error:
-            raise ValueError(f"{name}: {error}") from None
+    check_settings(config, ("pid", "neuro_pid", "mlp"))
     config.cost()  # raises ValueError for any remaining invalid limit
     rounds = config.dagger_rounds
     if isinstance(rounds, bool) or not (isinstance(rounds, int) and rounds >= 0):
@@ -381,7 +387,9 @@ def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
 
     def score(name, controller, variables, train_seconds, compile_seconds):
         start = time.perf_counter()
-        trajectories[name], outcome = rollout_outcomes(task, controller, variables, held_out)
+        trajectories[name], outcome = rollout_outcomes(
+            task, controller, variables, held_out, num_devices=config.num_devices
+        )
         timings["eval"] += time.perf_counter() - start
         results[name] = summarize_outcomes(outcome)
         results[name].update(train_seconds=train_seconds, compile_seconds=compile_seconds)
@@ -435,6 +443,7 @@ def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
             run_folder,
             resume,
             initial_params=initial,
+            num_devices=config.num_devices,
         )
         timings["compile"] += result.compile_seconds
         timings["train"] += result.train_seconds
@@ -596,6 +605,7 @@ def build_parser(spec: BoosterSpec, description: str) -> argparse.ArgumentParser
     common.add_common_arguments(parser)
     common.add_override_argument(parser)
     parser.add_argument("--seeds", type=int, default=1, help="number of training seeds (default 1)")
+    common.add_num_devices_argument(parser)
     for name, text in LIMIT_OPTIONS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None, help=text)
     return parser
@@ -623,7 +633,9 @@ def main(
         name: getattr(args, name) for name in LIMIT_OPTIONS if getattr(args, name) is not None
     }
     try:
-        config = create_config(base, args.quick, args.seeds, quick_overrides, args.set, **limits)
+        config = create_config(
+            base, args.quick, args.seeds, quick_overrides, args.set, args.num_devices, **limits
+        )
         run_folder = common.prepare_run_folder(args.out, args.resume, spec.experiment)
         common.save_config(run_folder, config, args.resume)
     except (ValueError, common.RunFolderError) as error:

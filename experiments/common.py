@@ -60,6 +60,76 @@ def add_common_arguments(parser: argparse.ArgumentParser, quick_help: str = QUIC
     )
 
 
+NUM_DEVICES_HELP = (
+    "devices that each training batch is split over, recorded as num_devices in "
+    "config.json (default: every local device when every batch size divides by their "
+    "count, else 1). A CPU is one JAX device unless Python starts with "
+    "XLA_FLAGS=--xla_force_host_platform_device_count=N in the environment, which splits "
+    "it into N devices"
+)
+"""Help of ``--num-devices`` for the experiments that train controllers."""
+
+
+def add_num_devices_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--num-devices N``, which sets the config field ``num_devices``."""
+    parser.add_argument("--num-devices", type=int, default=None, metavar="N", help=NUM_DEVICES_HELP)
+
+
+def check_num_devices(num_devices: Any, batch_sizes: Mapping[str, int]) -> None:
+    """Raise ``ValueError`` unless ``num_devices`` is None or a local device count that
+    splits every batch of ``batch_sizes`` (config field name to landers per update)."""
+    if num_devices is None:
+        return
+    if isinstance(num_devices, bool) or not (isinstance(num_devices, int) and num_devices >= 1):
+        raise ValueError(
+            f"num_devices = {num_devices!r} is invalid: pass an integer >= 1, or leave it "
+            "unset to use every local device."
+        )
+    import jax
+
+    available = jax.local_device_count()
+    if num_devices > available:
+        platform = jax.local_devices()[0].platform
+        fix = f"Pass at most {available}"
+        if platform == "cpu":
+            fix += (
+                f", or start Python with XLA_FLAGS=--xla_force_host_platform_device_count="
+                f"{num_devices} in the environment to split the CPU into {num_devices} devices"
+            )
+        raise ValueError(
+            f"num_devices = {num_devices} is invalid: JAX lists only {available} local "
+            f"{platform} device(s). {fix}."
+        )
+    for name, size in batch_sizes.items():
+        if size % num_devices:
+            raise ValueError(
+                f"num_devices = {num_devices} is invalid: {name} = {size} does not split "
+                f"evenly over {num_devices} devices. Pass a num_devices that divides it, or "
+                f"a {name} that is a multiple of {num_devices} (--set {name}=...)."
+            )
+
+
+def resolve_num_devices(num_devices: int | None, batch_size: int) -> int:
+    """Return the devices to split a batch of ``batch_size`` landers over.
+
+    That is ``num_devices`` when set. Otherwise it is every local device when
+    ``batch_size`` divides by their count, else 1.
+    """
+    if num_devices is not None:
+        return num_devices
+    import jax
+
+    available = jax.local_device_count()
+    if batch_size % available:
+        logging.getLogger(__name__).info(
+            "a batch of %d does not split evenly over %d local devices, so it trains on one",
+            batch_size,
+            available,
+        )
+        return 1
+    return available
+
+
 def add_override_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--set KEY=VALUE ...``, which changes fields of the experiment's config.
 
@@ -478,6 +548,7 @@ def experiment_parser(experiment: str, description: str) -> argparse.ArgumentPar
     add_common_arguments(parser)
     add_override_argument(parser)
     parser.add_argument("--seeds", type=int, default=1, help="number of training seeds (default 1)")
+    add_num_devices_argument(parser)
     return parser
 
 
@@ -488,9 +559,21 @@ def resume_command(experiment: str, args: argparse.Namespace, run_folder: pathli
         command += " --quick"
     if args.seeds != 1:
         command += f" --seeds {args.seeds}"
+    if args.num_devices is not None:
+        command += f" --num-devices {args.num_devices}"
     for assignment in args.set:
         command += f" --set {assignment}"
     return command
+
+
+def with_num_devices(config: Any, num_devices: int | None) -> Any:
+    """Return ``config`` with the ``--num-devices`` choice, or unchanged when it is None.
+
+    ``--set num_devices=N`` is applied after this, so it wins over ``--num-devices``.
+    """
+    if num_devices is None:
+        return config
+    return dataclasses.replace(config, num_devices=num_devices)
 
 
 def prepare_run(
@@ -503,6 +586,7 @@ def prepare_run(
     """
     try:
         config = config_class.create(args.quick, args.seeds)
+        config = with_num_devices(config, args.num_devices)
         config = apply_overrides(config, args.set)
         config.validate()
         run_folder = prepare_run_folder(args.out, args.resume, experiment)

@@ -54,7 +54,12 @@ from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
 from diffland.training.imitation import ImitationConfig, fit_to_teacher, teacher_pairs
 from diffland.viz.plots import plot_training_curves
 from experiments import common
-from experiments.vertical_landing import ControllerSetting, train_controller, trainer_config
+from experiments.vertical_landing import (
+    ControllerSetting,
+    check_settings,
+    train_controller,
+    trainer_config,
+)
 
 EXPERIMENT = "convex_guidance"
 HELD_OUT_SEED = 20_261_206
@@ -128,6 +133,9 @@ class ConvexGuidanceConfig:
     64."""
     imitation_steps_per_interval: int = 4
     """Cloning pairs per node interval of each optimal descent (convex teacher)."""
+    num_devices: int | None = None
+    """Devices that each training batch and the held-out rollouts are split over; None
+    uses every local device when the batch size divides by their count, else one."""
     imitation_touchdown_speed: float = 1.0
     """Touchdown speed of the optimal descents cloned (convex teacher), m/s. Descents
     that stop exactly at the ground taught a policy that stopped a few metres up, climbed
@@ -198,11 +206,7 @@ class ConvexGuidanceConfig:
                 f"search_interval = {self.search_interval!r} is invalid: pass two times of "
                 "flight in s with 0 < low < high."
             )
-        for name in ("neuro_pid", "mlp"):
-            try:
-                trainer_config(getattr(self, name), seed=0)
-            except ValueError as error:
-                raise ValueError(f"{name}: {error}") from None
+        check_settings(self, ("neuro_pid", "mlp"))
 
     def cost(self) -> LandingCost:
         return LandingCost(
@@ -346,7 +350,9 @@ def glide_slope_depth(config: ConvexGuidanceConfig, trajectory) -> np.ndarray:
 
 
 def score(config, task, controller, variables, held_out, optimum) -> tuple[dict, Any]:
-    trajectory, outcome = rollout_outcomes(task, controller, variables, held_out)
+    trajectory, outcome = rollout_outcomes(
+        task, controller, variables, held_out, num_devices=config.num_devices
+    )
     depth = glide_slope_depth(config, trajectory)
     inside = depth <= config.glide_slope_tolerance
     outcome = outcome.replace(success=np.asarray(outcome.success) & inside)
@@ -537,6 +543,7 @@ def run_seed(seed, config, task, held_out, optimum, run_folder, resume):
             run_folder,
             resume,
             initial_params=initial,
+            num_devices=config.num_devices,
         )
         timings["compile"] += result.compile_seconds
         timings["train"] += result.train_seconds
@@ -758,8 +765,11 @@ def load_run(run_folder: pathlib.Path) -> common.LoadedRun:
             controllers[name] = (controller, {"params": params})
         per_seed.append(controllers)
 
+    # The run's own device count may exceed this machine's, and rollouts do not depend on it.
+    scoring_config = dataclasses.replace(config, num_devices=None)
+
     def score_controller(controller, variables) -> dict[str, Any]:
-        entry, _ = score(config, task, controller, variables, held_out, optimum)
+        entry, _ = score(scoring_config, task, controller, variables, held_out, optimum)
         return entry
 
     return common.LoadedRun(

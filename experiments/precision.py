@@ -139,6 +139,9 @@ class PrecisionConfig:
     validation_states: int = 256
     held_out_states: int = 2048
     seed: int = 0
+    num_devices: int | None = None
+    """Devices that each training batch and the held-out rollouts are split over; None
+    uses every local device when ``batch_size`` divides by their count, else one."""
 
     @classmethod
     def create(cls, quick: bool, precisions: tuple[str, ...]) -> PrecisionConfig:
@@ -161,6 +164,17 @@ class PrecisionConfig:
             validation_states=64,
             held_out_states=256,
         )
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for unknown precisions or a ``num_devices`` that is not a
+        local device count dividing ``batch_size``."""
+        unknown = [name for name in self.precisions if name not in PRECISIONS]
+        if unknown or not self.precisions:
+            raise ValueError(
+                f"precisions = {self.precisions!r} is invalid: pass one or more of "
+                f"{', '.join(PRECISIONS)}."
+            )
+        common.check_num_devices(self.num_devices, {"batch_size": self.batch_size})
 
     def steps_of(self, vehicle: str) -> int:
         return self.rigid_body_steps if vehicle == "rigid_body" else self.vertical_steps
@@ -187,6 +201,7 @@ def train_and_score(vehicle_name, precision, case, config, starts, run_folder):
             seed=config.seed,
             eval_every=max(1, steps // 4),
             checks=False,
+            num_devices=common.resolve_num_devices(config.num_devices, config.batch_size),
         )
         tags = {"vehicle": vehicle_name, "controller": f"neuro_pid_{precision}"}
         trainer = Trainer(
@@ -199,7 +214,9 @@ def train_and_score(vehicle_name, precision, case, config, starts, run_folder):
         )
         result = trainer.train()
         variables = {"params": result.selected_params}
-        _, outcome = rollout_outcomes(task, controller, variables, held_out)
+        _, outcome = rollout_outcomes(
+            task, controller, variables, held_out, num_devices=config.num_devices
+        )
         entry = summarize_outcomes(outcome)
         dtypes = {str(leaf.dtype) for leaf in jax.tree_util.tree_leaves(result.state.params)}
     entry.update(
@@ -267,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
     )
     common.add_common_arguments(parser)
+    common.add_override_argument(parser)
+    common.add_num_devices_argument(parser)
     parser.add_argument(
         "--precision",
         nargs="+",
@@ -279,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--resume is not supported by this experiment; start a new run folder.")
     try:
         config = PrecisionConfig.create(args.quick, tuple(args.precision))
+        config = common.with_num_devices(config, args.num_devices)
+        config = common.apply_overrides(config, args.set)
+        config.validate()
         run_folder = common.prepare_run_folder(args.out, False, EXPERIMENT)
         common.save_config(run_folder, config, False)
     except (ValueError, common.RunFolderError) as error:

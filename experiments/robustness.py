@@ -155,7 +155,9 @@ def score_out_of_distribution(config, task, run_folder, seed, held_out_ood) -> d
     )
     rates = {}
     for name, (controller, variables) in controllers.items():
-        _, outcome = rollout_outcomes(task, controller, variables, held_out_ood)
+        _, outcome = rollout_outcomes(
+            task, controller, variables, held_out_ood, num_devices=config.num_devices
+        )
         rates[name] = float(np.mean(np.asarray(outcome.success)))
     return rates
 
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         config = booster_landing.create_config(
-            CONFIG, args.quick, args.seeds, QUICK, args.set, **limits
+            CONFIG, args.quick, args.seeds, QUICK, args.set, args.num_devices, **limits
         )
         run_folder = common.prepare_run_folder(args.out, args.resume, SPEC.experiment)
         common.save_config(run_folder, config, args.resume)

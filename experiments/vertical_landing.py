@@ -85,6 +85,9 @@ class VerticalLandingConfig:
     pid: ControllerSetting = ControllerSetting(steps=400, learning_rate=3e-3)
     neuro_pid: ControllerSetting = ControllerSetting(steps=500, learning_rate=1e-3)
     mlp: ControllerSetting = ControllerSetting(steps=1000, learning_rate=3e-3)
+    num_devices: int | None = None
+    """Devices that each training batch and the held-out rollouts are split over; None
+    uses every local device when the batch size divides by their count, else one."""
 
     @classmethod
     def create(cls, quick: bool, seeds: int) -> VerticalLandingConfig:
@@ -113,11 +116,7 @@ class VerticalLandingConfig:
                 raise ValueError(
                     f"{name} = {value!r} is invalid: pass a positive number of seconds."
                 )
-        for name in ("pid", "neuro_pid", "mlp"):
-            try:
-                trainer_config(getattr(self, name), seed=0)
-            except ValueError as error:
-                raise ValueError(f"{name}: {error}") from None
+        check_settings(self, ("pid", "neuro_pid", "mlp"))
 
 
 def sample_training_sets(
@@ -139,8 +138,13 @@ def sample_training_sets(
     return sets[0], sets[1]
 
 
-def trainer_config(setting: ControllerSetting, seed: int) -> TrainConfig:
-    """Return the trainer settings of one controller and seed."""
+def trainer_config(
+    setting: ControllerSetting, seed: int, num_devices: int | None = None
+) -> TrainConfig:
+    """Return the trainer settings of one controller and seed.
+
+    ``num_devices`` None picks the device count with :func:`common.resolve_num_devices`.
+    """
     return TrainConfig(
         steps=setting.steps,
         batch_size=setting.batch_size,
@@ -148,7 +152,20 @@ def trainer_config(setting: ControllerSetting, seed: int) -> TrainConfig:
         seed=seed,
         eval_every=50,
         checkpoint_every=100,
+        num_devices=common.resolve_num_devices(num_devices, setting.batch_size),
     )
+
+
+def check_settings(config: Any, names: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` when a controller setting in ``names`` of ``config`` is invalid,
+    or when ``config.num_devices`` does not split every one of their batches."""
+    for name in names:
+        try:
+            trainer_config(getattr(config, name), seed=0, num_devices=1)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+    batch_sizes = {f"{name}.batch_size": getattr(config, name).batch_size for name in names}
+    common.check_num_devices(config.num_devices, batch_sizes)
 
 
 def train_controller(
@@ -161,13 +178,15 @@ def train_controller(
     run_folder: pathlib.Path,
     resume: bool,
     initial_params: Any | None = None,
+    num_devices: int | None = None,
 ) -> tuple[TrainResult, MetricsHistory]:
     """Train one controller with checkpoints, metrics files and a progress bar.
 
     ``initial_params`` replaces the controller's own initial parameters (a resumed run
-    continues from its checkpoint instead).
+    continues from its checkpoint instead). Each batch is split over ``num_devices``
+    devices (None: see :func:`trainer_config`).
     """
-    train_config = trainer_config(setting, seed)
+    train_config = trainer_config(setting, seed, num_devices)
     history = MetricsHistory()
     board = TensorBoardWriter(run_folder / "tensorboard" / f"seed{seed}" / name)
     bar = ProgressBar(setting.steps, description=f"{name} (seed {seed})")
@@ -219,7 +238,9 @@ def run_seed(
 
     def score(name, controller, variables, train_seconds, compile_seconds):
         start = time.perf_counter()
-        trajectories[name], outcome = rollout_outcomes(task, controller, variables, held_out)
+        trajectories[name], outcome = rollout_outcomes(
+            task, controller, variables, held_out, num_devices=config.num_devices
+        )
         timings["eval"] += time.perf_counter() - start
         results[name] = summarize_outcomes(outcome, held_out_optimum.propellant)
         results[name].update(train_seconds=train_seconds, compile_seconds=compile_seconds)
@@ -239,7 +260,15 @@ def run_seed(
     for name, build in builders.items():
         controller = build()
         result, histories[name] = train_controller(
-            name, controller, settings[name], seed, task, training_sets, run_folder, resume
+            name,
+            controller,
+            settings[name],
+            seed,
+            task,
+            training_sets,
+            run_folder,
+            resume,
+            num_devices=config.num_devices,
         )
         timings["compile"] += result.compile_seconds
         timings["train"] += result.train_seconds
