@@ -623,8 +623,14 @@ def main(
     quick_overrides: dict,
     description: str,
     argv: list[str] | None = None,
+    run_experiment: Callable[[BoosterLandingConfig, pathlib.Path, bool], dict] | None = None,
+    extra_table: Callable[[dict[str, dict[str, Any]]], str] | None = None,
 ) -> int:
-    """Parse the command line, run the experiment and print its results table."""
+    """Parse the command line, run the experiment and print its results table.
+
+    ``run_experiment(config, run_folder, resume)`` replaces :func:`run` with ``spec``, and
+    ``extra_table(controllers)`` returns a second table printed after the first.
+    """
     parser = build_parser(spec, description)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
@@ -643,13 +649,19 @@ def main(
     if args.out is None:
         argv = [*argv, "--out", str(run_folder)]
     try:
-        results = run(spec, config, run_folder, args.resume)
+        if run_experiment is None:
+            results = run(spec, config, run_folder, args.resume)
+        else:
+            results = run_experiment(config, run_folder, args.resume)
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: {resume_command(spec, argv)}", file=sys.stderr)
         return 130
 
     print()
     print(common.format_table(results["controllers"]))
+    if extra_table is not None:
+        print()
+        print(extra_table(results["controllers"]))
     timings = results["timings"]
     print(
         f"\ntimings (s): compile {timings['compile']:.1f}, train {timings['train']:.1f}, "

@@ -222,43 +222,15 @@ def format_robustness_table(controllers: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the experiment and print its results tables."""
-    parser = booster_landing.build_parser(SPEC, __doc__.split("\n\n")[0])
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    common.configure_logging(args.log_level)
-    limits = {
-        name: getattr(args, name)
-        for name in booster_landing.LIMIT_OPTIONS
-        if getattr(args, name) is not None
-    }
-    try:
-        config = booster_landing.create_config(
-            CONFIG, args.quick, args.seeds, QUICK, args.set, args.num_devices, **limits
-        )
-        run_folder = common.prepare_run_folder(args.out, args.resume, SPEC.experiment)
-        common.save_config(run_folder, config, args.resume)
-    except (ValueError, common.RunFolderError) as error:
-        parser.error(str(error))
-    if args.out is None:
-        argv = [*argv, "--out", str(run_folder)]
-    try:
-        results = run(config, run_folder, args.resume)
-    except KeyboardInterrupt:
-        command = booster_landing.resume_command(SPEC, argv)
-        print(f"\ninterrupted; continue with: {command}", file=sys.stderr)
-        return 130
-
-    print()
-    print(common.format_table(results["controllers"]))
-    print()
-    print(format_robustness_table(results["controllers"]))
-    timings = results["timings"]
-    print(
-        f"\ntimings (s): compile {timings['compile']:.1f}, train {timings['train']:.1f}, "
-        f"eval {timings['eval']:.1f}, total {timings['total']:.1f}"
+    return booster_landing.main(
+        SPEC,
+        CONFIG,
+        QUICK,
+        __doc__.split("\n\n")[0],
+        argv,
+        run_experiment=run,
+        extra_table=format_robustness_table,
     )
-    print(f"run folder: {run_folder}")
-    return 0
 
 
 def load_run(run_folder: pathlib.Path) -> common.LoadedRun:

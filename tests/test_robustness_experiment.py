@@ -104,3 +104,31 @@ def test_out_of_distribution_episodes_share_start_states():
     for name in ("x", "z", "vx", "vz", "pitch", "pitch_rate"):
         assert (getattr(inside.state, name) == getattr(outside.state, name)).all(), name
     assert not (inside.params.max_thrust == outside.params.max_thrust).all()
+
+
+def test_main_prints_both_tables(tmp_path, monkeypatch, capsys):
+    entry = dict.fromkeys(common.CONTROLLER_METRICS)
+    entry.update(n_eval=8, success_rate=0.75, success_rate_ood=0.5)
+    calls = []
+
+    def fake_run(config, run_folder, resume):
+        calls.append((config, run_folder, resume))
+        timings = {"compile": 1.0, "train": 2.0, "eval": 3.0, "total": 6.0}
+        return {"controllers": {"mlp": entry}, "timings": timings}
+
+    monkeypatch.setattr(robustness, "run", fake_run)
+    folder = tmp_path / "run"
+
+    assert robustness.main(["--quick", "--out", str(folder), "--pad-radius", "5"]) == 0
+
+    ((config, run_folder, resume),) = calls
+    assert config.quick
+    assert config.pad_radius == 5.0
+    assert config.train_pool == robustness.QUICK["train_pool"]
+    assert run_folder == folder.absolute()
+    assert not resume
+    assert json.loads((folder / "config.json").read_text())["pad_radius"] == 5.0
+    output = capsys.readouterr().out
+    assert "success ood" in output
+    assert f"{'mlp':<12}{'75.00%':>10}{'50.00%':>14}" in output
+    assert "timings (s): compile 1.0, train 2.0, eval 3.0, total 6.0" in output
