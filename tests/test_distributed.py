@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from training_scenarios import (
     distributed_settings,
+    entries_under,
     flat_params,
     flat_state,
     make_trainer,
@@ -100,12 +101,6 @@ def one_process_run():
     return result, np.asarray(outcome.propellant_used)
 
 
-def prefixed(arrays, prefix):
-    """Return the entries stored as ``prefix/<name>``, keyed by name."""
-    start = f"{prefix}/"
-    return {name[len(start) :]: value for name, value in arrays.items() if name.startswith(start)}
-
-
 @pytest.mark.slow
 def test_two_processes_form_one_mesh(two_process_run):
     _, runs = two_process_run
@@ -127,7 +122,7 @@ def test_two_processes_match_one_process(two_process_run, one_process_run):
     single = flat_state(result.state)
 
     for arrays in runs:
-        final = prefixed(arrays, "final")
+        final = entries_under(arrays, "final")
         assert final.keys() == single.keys()
         for name in single:
             # The batch mean adds up in another order on four devices: float32 rounding.
@@ -135,7 +130,7 @@ def test_two_processes_match_one_process(two_process_run, one_process_run):
                 final[name], single[name], rtol=1e-5, atol=1e-6, err_msg=name
             )
     initial = flat_params(make_trainer(num_devices=1).init().params)
-    final = prefixed(runs[0], "final")
+    final = entries_under(runs[0], "final")
     moved = max(float(np.max(np.abs(final[f"params{name}"] - initial[name]))) for name in initial)
     assert moved > 1e-3  # training moved the parameters, so the comparison means something
 
@@ -148,7 +143,7 @@ def test_two_process_validation_matches(two_process_run, one_process_run):
 
     for arrays in runs:
         assert int(arrays["best_step"]) == int(result.state.best_step)
-        for name, value in prefixed(arrays, "best").items():
+        for name, value in entries_under(arrays, "best").items():
             np.testing.assert_allclose(value, best[name], rtol=1e-5, atol=1e-6, err_msg=name)
         np.testing.assert_allclose(arrays["outcome/propellant"], propellant, rtol=1e-5)
 
@@ -159,11 +154,11 @@ def test_two_process_checkpoint_restores(two_process_run):
 
     for arrays in runs:
         assert int(arrays["restored_step"]) == 8
-        final = prefixed(arrays, "final")
-        for name, value in prefixed(arrays, "restored").items():
+        final = entries_under(arrays, "final")
+        for name, value in entries_under(arrays, "restored").items():
             np.testing.assert_array_equal(value, final[f"params{name}"], err_msg=name)
     # The checkpoint written by both processes restores in this one-device process.
     state = make_trainer(folder / "checkpoints", num_devices=1, **distributed_settings()).restore()
-    final = prefixed(runs[0], "final")
+    final = entries_under(runs[0], "final")
     for name, value in flat_params(state.params).items():
         np.testing.assert_array_equal(value, final[f"params{name}"], err_msg=name)

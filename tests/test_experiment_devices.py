@@ -2,13 +2,13 @@
 on four CPU devices forced in a subprocess (XLA fixes the CPU device count at start)."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
 
 import jax
 import pytest
+from training_scenarios import subprocess_environment
 
 from diffland import cli
 from experiments import booster_landing, common, planar_landing, precision, vertical_landing
@@ -59,10 +59,8 @@ def four_device_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("devices")
     report_path = folder / "report.json"
     run_folder = folder / "run"
-    env = dict(os.environ)
-    flag = f"--xla_force_host_platform_device_count={FORCED_DEVICES}"
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
-    env["JAX_PLATFORMS"] = "cpu"
+    cache = tmp_path_factory.getbasetemp() / "jax-compilation-cache"
+    env = subprocess_environment(cache, devices=FORCED_DEVICES)
     env["DIFFLAND_CHECKS"] = "0"
     argv = ["--quick", "--out", str(run_folder), "--num-devices", str(FORCED_DEVICES)]
     argv += ["--set", *TINY_OVERRIDES]

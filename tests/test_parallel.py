@@ -12,7 +12,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from training_scenarios import flat_params, make_trainer, subprocess_environment
+from training_scenarios import entries_under, flat_params, make_trainer, subprocess_environment
 
 from diffland.training import TrainConfig
 
@@ -45,12 +45,6 @@ def four_device_run(tmp_path_factory):
     return folder, arrays
 
 
-def params_of(arrays, run):
-    """Return the parameter leaves that the scenario stored as ``run/<tree path>``."""
-    prefix = f"{run}/"
-    return {name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)}
-
-
 @pytest.mark.slow
 def test_four_devices_split_the_batch(four_device_run):
     _, arrays = four_device_run
@@ -63,8 +57,8 @@ def test_four_devices_split_the_batch(four_device_run):
 @pytest.mark.slow
 def test_four_devices_match_one_device(four_device_run):
     _, arrays = four_device_run
-    parallel = params_of(arrays, "parallel")
-    single = params_of(arrays, "single")
+    parallel = entries_under(arrays, "parallel")
+    single = entries_under(arrays, "single")
 
     assert parallel.keys() == single.keys()
     assert parallel
@@ -79,8 +73,8 @@ def test_four_devices_match_one_device(four_device_run):
 @pytest.mark.slow
 def test_four_device_checkpoint_restores_on_two(four_device_run):
     _, arrays = four_device_run
-    parallel = params_of(arrays, "parallel")
-    restored = params_of(arrays, "restored_on_two")
+    parallel = entries_under(arrays, "parallel")
+    restored = entries_under(arrays, "restored_on_two")
 
     assert int(arrays["restored_step"]) == 8
     assert int(arrays["restored_devices"]) == 2
@@ -91,7 +85,7 @@ def test_four_device_checkpoint_restores_on_two(four_device_run):
 @pytest.mark.slow
 def test_four_device_checkpoint_restores_on_one(four_device_run):
     folder, arrays = four_device_run
-    parallel = params_of(arrays, "parallel")
+    parallel = entries_under(arrays, "parallel")
 
     state = make_trainer(folder / "checkpoints", num_devices=1).restore()
 

@@ -118,6 +118,12 @@ def flat_params(params) -> dict[str, np.ndarray]:
     }
 
 
+def entries_under(arrays, prefix: str) -> dict:
+    """Return the entries of ``arrays`` stored as ``prefix/<name>``, keyed by name."""
+    start = f"{prefix}/"
+    return {name[len(start) :]: value for name, value in arrays.items() if name.startswith(start)}
+
+
 def flat_state(state) -> dict[str, np.ndarray]:
     """Return the parameters, optimiser state and key of a TrainState as host arrays."""
     arrays = {"step": np.asarray(state.step), "key": np.asarray(state.key)}
