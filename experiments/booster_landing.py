@@ -136,8 +136,8 @@ class BoosterLandingConfig:
     teachers' rollouts give each fit's state-action pairs. The fit's seed is
     ``imitation.seed`` plus the run's seed."""
     num_devices: int | None = None
-    """Devices that each training batch and the held-out rollouts are split over; None
-    uses every local device when the batch size divides by their count, else one."""
+    """Number of devices that each training batch and the held-out rollouts are split
+    over. None uses every local device when the batch size divides by their count, else one."""
 
     def cost(self) -> LandingCost:
         """Return the landing cost with this run's touchdown limits."""

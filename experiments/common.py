@@ -110,7 +110,7 @@ def check_num_devices(num_devices: Any, batch_sizes: Mapping[str, int]) -> None:
 
 
 def resolve_num_devices(num_devices: int | None, batch_size: int) -> int:
-    """Return the devices to split a batch of ``batch_size`` landers over.
+    """Return the number of devices to split a batch of ``batch_size`` landers over.
 
     That is ``num_devices`` when set. Otherwise it is every local device when
     ``batch_size`` divides by their count, else 1.

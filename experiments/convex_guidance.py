@@ -134,8 +134,8 @@ class ConvexGuidanceConfig:
     imitation_steps_per_interval: int = 4
     """Cloning pairs per node interval of each optimal descent (convex teacher)."""
     num_devices: int | None = None
-    """Devices that each training batch and the held-out rollouts are split over; None
-    uses every local device when the batch size divides by their count, else one."""
+    """Number of devices that each training batch and the held-out rollouts are split
+    over. None uses every local device when the batch size divides by their count, else one."""
     imitation_touchdown_speed: float = 1.0
     """Touchdown speed of the optimal descents cloned (convex teacher), m/s. Descents
     that stop exactly at the ground taught a policy that stopped a few metres up, climbed

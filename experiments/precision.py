@@ -140,8 +140,8 @@ class PrecisionConfig:
     held_out_states: int = 2048
     seed: int = 0
     num_devices: int | None = None
-    """Devices that each training batch and the held-out rollouts are split over; None
-    uses every local device when ``batch_size`` divides by their count, else one."""
+    """Number of devices that each training batch and the held-out rollouts are split
+    over. None uses every local device when ``batch_size`` divides by their count, else one."""
 
     @classmethod
     def create(cls, quick: bool, precisions: tuple[str, ...]) -> PrecisionConfig:

@@ -86,8 +86,8 @@ class VerticalLandingConfig:
     neuro_pid: ControllerSetting = ControllerSetting(steps=500, learning_rate=1e-3)
     mlp: ControllerSetting = ControllerSetting(steps=1000, learning_rate=3e-3)
     num_devices: int | None = None
-    """Devices that each training batch and the held-out rollouts are split over; None
-    uses every local device when the batch size divides by their count, else one."""
+    """Number of devices that each training batch and the held-out rollouts are split
+    over. None uses every local device when the batch size divides by their count, else one."""
 
     @classmethod
     def create(cls, quick: bool, seeds: int) -> VerticalLandingConfig:

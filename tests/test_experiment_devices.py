@@ -111,7 +111,7 @@ def test_four_devices_reject_bad_counts(four_device_run):
     assert "--xla_force_host_platform_device_count=5" in too_many
 
 
-def test_default_device_count_is_recorded_as_none(tmp_path):
+def test_default_num_devices_recorded_as_none(tmp_path):
     config = VerticalLandingConfig.create(quick=True, seeds=1)
 
     values = common.save_config(tmp_path, config, resume=False)
