@@ -422,13 +422,15 @@ def _scan_control_steps(
     last summary and the stacked per-step records.
 
     ``observe(summary, step, vehicle_state, action, active) -> (summary, record)`` is
-    called once per control step. Truncation passes the simulation state and the policy carry
-    through ``lax.stop_gradient`` but leaves the summary alone. Every value folded into
-    the summary is computed from the state after the cut, so its gradient already
-    reaches back at most ``truncation`` steps through the state, as for a recorded
-    trajectory. Cutting the summary as well would drop the gradient of every step before
-    the last cut, and the gradient would differ from that of the same cost computed from
-    a :class:`Trajectory`.
+    called once per control step.
+
+    Truncation passes the simulation state and the policy carry through
+    ``lax.stop_gradient`` but leaves the summary alone. Every value folded into the
+    summary is computed from the state after the cut, so its gradient already reaches
+    back at most ``truncation`` steps through the state, as for a recorded trajectory.
+    Cutting the summary as well would drop the gradient of every step before the last
+    cut, and the gradient would differ from that of the same cost computed from a
+    :class:`Trajectory`.
     """
 
     def body(carry, _):
