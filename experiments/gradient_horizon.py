@@ -52,8 +52,8 @@ from diffland.scenarios import (
     sample_booster_states,
     sample_landing_burn_states,
 )
-from diffland.training import LandingTask, batch_rollout, init_controller
-from diffland.training.cost import landing_cost_terms
+from diffland.training import LandingTask, batch_landing_summary, init_controller
+from diffland.training.cost import summary_cost_terms
 from experiments import common
 
 matplotlib.use("Agg")
@@ -138,10 +138,13 @@ class GradientHorizonConfig:
 
 
 def _landing_loss(task: LandingTask, controller, variables, starts) -> jax.Array:
-    trajectory = batch_rollout(task, controller, variables, starts)
-    terms, _ = jax.vmap(lambda t: landing_cost_terms(task.vehicle, t, task.params, task.cost))(
-        trajectory
-    )
+    # The streamed summary, as in Trainer.loss, so the memory figures are the trainer's.
+    finals, summaries = batch_landing_summary(task, controller, variables, starts)
+    terms, _ = jax.vmap(
+        lambda final, summary: summary_cost_terms(
+            task.vehicle, final, summary, task.params, task.cost
+        )
+    )(finals, summaries)
     return sum(jnp.mean(value) for value in terms.values())
 
 

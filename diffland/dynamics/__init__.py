@@ -42,6 +42,7 @@ from diffland.dynamics.simulate import (
     initial_sim_state,
     open_loop_policy,
     physics_step,
+    reduce_rollout,
     rollout,
 )
 from diffland.dynamics.vertical import (
@@ -97,6 +98,7 @@ __all__ = [
     "physics_step",
     "final_state",
     "final_state_batch",
+    "reduce_rollout",
     "rollout",
     "rotation",
     "safe_norm",

@@ -65,7 +65,10 @@ class SimConfig:
       of scans). Only the carried state at segment boundaries is kept, and the backward
       pass recomputes one segment at a time, keeping that segment's intermediates.
 
-    The per-step outputs (states and actions of the trajectory) are kept in every mode."""
+    :func:`rollout` returns per-step states and actions, which the backward pass keeps in
+    every mode, so its memory grows linearly with the horizon whatever the mode.
+    :func:`reduce_rollout` folds the steps into a carried summary instead, so with
+    ``"nested"`` the kept memory grows about like ``sqrt(horizon)``."""
     remat_segment: int | None = None
     """Control steps per segment with ``remat="nested"``. None picks ``round(sqrt(horizon))``,
     which balances the boundary states against one segment's intermediates. A horizon that
@@ -362,33 +365,100 @@ def rollout(
     ``jax.vmap`` over ``initial_state`` (and ``params`` if they are randomised).
     """
 
-    def body(carry, step):
+    def record(summary, step, state, action, active):
+        del step
+        return summary, (state, action, active)
+
+    final, _, (states, actions, active) = _scan_control_steps(
+        vehicle, config, policy, initial_state, params, policy_carry, record, None
+    )
+    return Trajectory(
+        states=states, actions=actions, active=active, final=final, initial=initial_state
+    )
+
+
+Accumulator = Callable[[Any, jax.Array, Any, jax.Array, jax.Array], Any]
+"""``accumulate(summary, step, vehicle_state, action, active) -> summary``."""
+
+
+def reduce_rollout(
+    vehicle: Vehicle,
+    config: SimConfig,
+    policy: Policy,
+    initial_state: State,
+    params: Params,
+    policy_carry: Any,
+    accumulate: Accumulator,
+    summary: Any,
+) -> tuple[SimState, Any]:
+    """Simulate like :func:`rollout`, but fold each control step into ``summary`` instead
+    of recording it, and return the final simulation state with the last summary.
+
+    ``accumulate(summary, step, vehicle_state, action, active)`` is called once per
+    control step with the step index, the vehicle state at the start of the step, the
+    action applied over it and whether the step began before touchdown (the entries of
+    :class:`Trajectory` at that step). It returns the next summary, a pytree of the
+    structure, shapes and dtypes of ``summary``.
+
+    The summary is part of the scan carry, so with ``remat="nested"`` the backward pass
+    keeps it only at segment boundaries, and no per-step output grows with the horizon.
+    Truncation cuts the gradient through the simulation state and the policy carry but
+    not through the summary (see :func:`_scan_control_steps`). Batch with ``jax.vmap``.
+    """
+
+    def fold(summary, step, state, action, active):
+        return accumulate(summary, step, state, action, active), None
+
+    final, summary, _ = _scan_control_steps(
+        vehicle, config, policy, initial_state, params, policy_carry, fold, summary
+    )
+    return final, summary
+
+
+def _scan_control_steps(
+    vehicle, config, policy, initial_state, params, policy_carry, observe, summary
+):
+    """Scan ``config.horizon`` control steps; return the final simulation state, the
+    last summary and the stacked per-step records.
+
+    ``observe(summary, step, vehicle_state, action, active) -> (summary, record)`` is
+    called once per control step.
+
+    Truncation passes the simulation state and the policy carry through
+    ``lax.stop_gradient`` but leaves the summary alone. Every value folded into the
+    summary is computed from the state after the cut, so its gradient already reaches
+    back at most ``truncation`` steps through the state, as for a recorded trajectory.
+    Cutting the summary as well would drop the gradient of every step before the last
+    cut, and the gradient would differ from that of the same cost computed from a
+    :class:`Trajectory`.
+    """
+
+    def body(carry, _):
+        sim, memory, summary, step = carry
         if config.truncation is not None:
             cut = (step > 0) & (step % config.truncation == 0)
-            carry = jax.tree_util.tree_map(
-                lambda x: jnp.where(cut, jax.lax.stop_gradient(x), x), carry
+            sim, memory = jax.tree_util.tree_map(
+                lambda x: jnp.where(cut, jax.lax.stop_gradient(x), x), (sim, memory)
             )
-        sim, memory = carry
         action, memory = policy(sim.vehicle, params, memory)
+        summary, record = observe(summary, step, sim.vehicle, action, ~sim.touched_down)
         next_sim = control_step(vehicle, config, sim, action, params)
-        record = (sim.vehicle, action, ~sim.touched_down)
-        return (next_sim, memory), record
+        return (next_sim, memory, summary, step + 1), record
 
-    start = initial_sim_state(initial_state)
-    steps = jnp.arange(config.horizon)
+    # The step index is carried rather than scanned over, so that the backward pass keeps
+    # no array of length horizon.
+    step = jnp.zeros((), jnp.int32)
+    carry = (initial_sim_state(initial_state), policy_carry, summary, step)
     if config.remat == "nested":
-        (final, _), (states, actions, active) = _nested_scan(
-            body, (start, policy_carry), steps, config.segment_length
-        )
+        carry, records = _nested_scan(body, carry, config.horizon, config.segment_length)
     else:
         if config.remat == "step":
             # The jax.checkpoint documentation (jax 0.10.2) states that its protection
             # against common-subexpression elimination is unnecessary inside lax.scan.
             body = jax.checkpoint(body, prevent_cse=False)
-        (final, _), (states, actions, active) = jax.lax.scan(body, (start, policy_carry), steps)
-    return Trajectory(
-        states=states, actions=actions, active=active, final=final, initial=initial_state
-    )
+        carry, records = jax.lax.scan(body, carry, None, length=config.horizon)
+    final, _, summary, _ = carry
+    return final, summary, records
 
 
 def final_state(
@@ -597,26 +667,32 @@ def _stack_tuple(x: Any) -> Any:
     return jnp.stack(x) if isinstance(x, tuple) else x
 
 
-def _nested_scan(body, carry, steps: jax.Array, segment: int):
-    """Run ``lax.scan(body, carry, steps)`` as a scan over checkpointed segments.
+def _nested_scan(body, carry, length: int, segment: int):
+    """Run ``lax.scan(body, carry, None, length=length)`` as a scan over checkpointed
+    segments.
 
     The outer scan keeps only the carry at each segment boundary for the backward pass,
-    which then recomputes the segment's inner scan. ``len(steps) % segment`` leftover
-    steps run as one more, shorter checkpointed segment. Outputs are concatenated back
-    into one leading axis of length ``len(steps)``.
+    which then recomputes the segment's inner scan. ``length % segment`` leftover steps
+    run as one more, shorter checkpointed segment. Outputs are concatenated back into one
+    leading axis of length ``length``.
     """
 
-    @functools.partial(jax.checkpoint, prevent_cse=False)
-    def run_segment(carry, segment_steps):
-        return jax.lax.scan(body, carry, segment_steps)
+    def run_segment(carry, steps):
+        @functools.partial(jax.checkpoint, prevent_cse=False)
+        def run(carry):
+            return jax.lax.scan(body, carry, None, length=steps)
 
-    count = steps.shape[0] // segment
+        return run(carry)
+
+    count = length // segment
     full = count * segment
-    carry, outputs = jax.lax.scan(run_segment, carry, steps[:full].reshape(count, segment))
+    carry, outputs = jax.lax.scan(
+        lambda carry, _: run_segment(carry, segment), carry, None, length=count
+    )
     outputs = jax.tree_util.tree_map(lambda x: x.reshape(full, *x.shape[2:]), outputs)
-    if full == steps.shape[0]:
+    if full == length:
         return carry, outputs
-    carry, tail = run_segment(carry, steps[full:])
+    carry, tail = run_segment(carry, length - full)
     outputs = jax.tree_util.tree_map(
         lambda head, rest: jnp.concatenate([head, rest]), outputs, tail
     )

@@ -10,7 +10,17 @@ from diffland.training.callbacks import (
     WandbWriter,
 )
 from diffland.training.checkpoint import CheckpointStore
-from diffland.training.cost import LandingCost, LandingOutcome, landing_cost_terms, landing_outcome
+from diffland.training.cost import (
+    LandingCost,
+    LandingOutcome,
+    LandingSummary,
+    landing_cost_terms,
+    landing_outcome,
+    landing_summary_rollout,
+    summarize_trajectory,
+    summary_cost_terms,
+    summary_outcome,
+)
 from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
 from diffland.training.imitation import (
     ImitationConfig,
@@ -22,7 +32,14 @@ from diffland.training.imitation import (
 )
 from diffland.training.interrupts import TrainingInterrupted
 from diffland.training.parallel import DataParallel
-from diffland.training.task import LandingTask, batch_rollout, controller_rollout, init_controller
+from diffland.training.task import (
+    LandingTask,
+    batch_landing_summary,
+    batch_rollout,
+    controller_landing_summary,
+    controller_rollout,
+    init_controller,
+)
 from diffland.training.trainer import (
     CHECKS_ENV,
     TrainConfig,
@@ -41,6 +58,7 @@ __all__ = [
     "JsonlWriter",
     "LandingCost",
     "LandingOutcome",
+    "LandingSummary",
     "LandingTask",
     "MetricsCallback",
     "MetricsHistory",
@@ -52,15 +70,21 @@ __all__ = [
     "TrainState",
     "Trainer",
     "TrainingInterrupted",
+    "batch_landing_summary",
     "batch_rollout",
+    "controller_landing_summary",
     "controller_rollout",
     "fit_to_teacher",
     "init_controller",
     "landing_cost_terms",
     "landing_outcome",
+    "landing_summary_rollout",
     "make_optimizer",
     "rollout_outcomes",
     "summarize_outcomes",
+    "summarize_trajectory",
+    "summary_cost_terms",
+    "summary_outcome",
     "join_pairs",
     "student_pairs",
     "teacher_pairs",

@@ -1,16 +1,31 @@
-"""The landing outcome of a rollout and the differentiable landing cost built from it."""
+"""The landing outcome of a rollout and the differentiable landing cost built from it.
+
+The cost reads a few quantities reduced over the control steps (:class:`LandingSummary`).
+They come either from a recorded :class:`~diffland.dynamics.Trajectory`
+(:func:`summarize_trajectory`) or, without recording anything per step, from the carry of
+the rollout's scan (:func:`landing_summary_rollout`). Both feed the same functions,
+:func:`summary_outcome` and :func:`summary_cost_terms`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from diffland.dynamics.base import Params, TouchdownMeasures, Vehicle
-from diffland.dynamics.simulate import Trajectory
+from diffland.dynamics.base import Params, State, TouchdownMeasures, Vehicle
+from diffland.dynamics.simulate import (
+    Policy,
+    SimConfig,
+    SimState,
+    Trajectory,
+    reduce_rollout,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,32 +161,171 @@ class LandingOutcome:
     """Lowest height over the control steps and the final state, m."""
 
 
-def landing_outcome(
-    vehicle: Vehicle, trajectory: Trajectory, params: Params, cost: LandingCost
+@struct.dataclass
+class LandingSummary:
+    """The per-step quantities of one rollout that the landing cost reads, reduced over
+    its control steps. Fields have shape ``()`` except ``last_action``.
+
+    "Active" steps are those that began before touchdown (:attr:`Trajectory.active`),
+    and actions are normalised to [0, 1] over the vehicle's action bounds.
+    """
+
+    initial_propellant: jax.Array
+    """Propellant mass of the initial state, kg."""
+    lowest_height: jax.Array
+    """Lowest height of the vehicle states at the start of the control steps, m."""
+    lowest_propellant: jax.Array
+    """Propellant mass of the first state with ``lowest_height``, kg (the ``jnp.argmin``
+    rule)."""
+    effort_sum: jax.Array
+    """Sum over active steps of the squared normalised action, summed over its entries."""
+    active_steps: jax.Array
+    """Number of active steps (float)."""
+    change_sum: jax.Array
+    """Sum over active steps after the first of the squared change of the normalised
+    action from the step before, summed over its entries."""
+    change_steps: jax.Array
+    """Number of active steps after the first (float)."""
+    last_action: jax.Array
+    """Normalised action of the last control step, shape ``(action_size,)``."""
+
+
+def _normalised_action(vehicle: Vehicle, action: jax.Array, params: Params) -> jax.Array:
+    low, high = vehicle.action_bounds(params)
+    return (action - low) / (high - low)
+
+
+def initial_landing_summary(
+    vehicle: Vehicle, initial_state: State, params: Params, action_size: int
+) -> LandingSummary:
+    """Return the summary before the first control step of a rollout from
+    ``initial_state``, for actions of ``action_size`` entries."""
+    propellant = vehicle.propellant_mass(initial_state, params)
+    zero = jnp.zeros_like(propellant)
+    return LandingSummary(
+        initial_propellant=propellant,
+        lowest_height=vehicle.height(initial_state, params),
+        lowest_propellant=propellant,
+        effort_sum=zero,
+        active_steps=zero,
+        change_sum=zero,
+        change_steps=zero,
+        last_action=jnp.zeros((action_size,), propellant.dtype),
+    )
+
+
+def accumulate_landing_summary(
+    vehicle: Vehicle,
+    params: Params,
+    summary: LandingSummary,
+    step: jax.Array,
+    state: State,
+    action: jax.Array,
+    active: jax.Array,
+) -> LandingSummary:
+    """Fold one control step (index ``step``, vehicle ``state`` at its start, ``action``
+    over it, ``active``) into ``summary``; the accumulator of
+    :func:`~diffland.dynamics.reduce_rollout`."""
+    height = vehicle.height(state, params)
+    # Strictly lower only, so that of equally low states the first one is kept.
+    lower = height < summary.lowest_height
+    normalised = _normalised_action(vehicle, action, params)
+    weight = active.astype(summary.effort_sum.dtype)
+    # Step 0 has no previous action; its change gets weight zero.
+    change_weight = weight * (step > 0).astype(weight.dtype)
+    change = jnp.sum((normalised - summary.last_action) ** 2)
+    updated = LandingSummary(
+        initial_propellant=summary.initial_propellant,
+        lowest_height=jnp.where(lower, height, summary.lowest_height),
+        lowest_propellant=jnp.where(
+            lower, vehicle.propellant_mass(state, params), summary.lowest_propellant
+        ),
+        effort_sum=summary.effort_sum + weight * jnp.sum(normalised**2),
+        active_steps=summary.active_steps + weight,
+        change_sum=summary.change_sum + change_weight * change,
+        change_steps=summary.change_steps + change_weight,
+        last_action=normalised,
+    )
+    # A scan carry keeps its dtypes, and an action or bounds of another float type would
+    # promote the sums.
+    return jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype), updated, summary)
+
+
+def landing_summary_rollout(
+    vehicle: Vehicle,
+    config: SimConfig,
+    policy: Policy,
+    initial_state: State,
+    params: Params,
+    policy_carry: Any,
+) -> tuple[SimState, LandingSummary]:
+    """Simulate like :func:`~diffland.dynamics.rollout` and return the final simulation
+    state with the :class:`LandingSummary` accumulated in the scan carry.
+
+    Nothing is recorded per step, so with ``config.remat = "nested"`` the backward pass
+    of the cost keeps memory that grows about like ``sqrt(horizon)``. Batch with
+    ``jax.vmap``.
+    """
+    low, _ = vehicle.action_bounds(params)
+    summary = initial_landing_summary(vehicle, initial_state, params, jnp.shape(low)[-1])
+    return reduce_rollout(
+        vehicle,
+        config,
+        policy,
+        initial_state,
+        params,
+        policy_carry,
+        functools.partial(accumulate_landing_summary, vehicle, params),
+        summary,
+    )
+
+
+def summarize_trajectory(
+    vehicle: Vehicle, trajectory: Trajectory, params: Params
+) -> LandingSummary:
+    """Return the :class:`LandingSummary` of one recorded rollout; the same values as
+    :func:`landing_summary_rollout` up to the order of the sums."""
+    heights = jax.vmap(lambda state: vehicle.height(state, params))(trajectory.states)
+    lowest = jnp.argmin(heights)
+    lowest_state = jax.tree_util.tree_map(lambda states: states[lowest], trajectory.states)
+    normalised = _normalised_action(vehicle, trajectory.actions, params)
+    weights = trajectory.active.astype(normalised.dtype)
+    changes = jnp.sum(jnp.diff(normalised, axis=0) ** 2, axis=-1)
+    return LandingSummary(
+        initial_propellant=vehicle.propellant_mass(trajectory.initial, params),
+        lowest_height=heights[lowest],
+        lowest_propellant=vehicle.propellant_mass(lowest_state, params),
+        effort_sum=jnp.sum(weights * jnp.sum(normalised**2, axis=-1)),
+        active_steps=jnp.sum(weights),
+        change_sum=jnp.sum(weights[1:] * changes),
+        change_steps=jnp.sum(weights[1:]),
+        last_action=normalised[-1],
+    )
+
+
+def summary_outcome(
+    vehicle: Vehicle,
+    final: SimState,
+    summary: LandingSummary,
+    params: Params,
+    cost: LandingCost,
 ) -> LandingOutcome:
-    """Summarise one rollout (use ``jax.vmap`` for a batch).
+    """Return the outcome of one rollout from its final simulation state and summary.
 
     The descent ends at touchdown or, for a lander still in flight at the end of the
-    horizon, at its lowest point. Propellant used is counted to the end of the descent,
-    so a booster that stops above the ground and climbs away is not charged for the
-    climb.
+    horizon, at its lowest point: the final state if it is at most as high as every
+    control-step state, else the first lowest one. Propellant used is counted to the end
+    of the descent, so a booster that stops above the ground and climbs away is not
+    charged for the climb.
     """
-    final = trajectory.final.vehicle
-    measures = vehicle.touchdown_measures(final, params)
+    measures = vehicle.touchdown_measures(final.vehicle, params)
     within = within_limits(cost, measures)
-    touched = trajectory.final.touched_down
-    heights = jax.vmap(lambda state: vehicle.height(state, params))(trajectory.states)
-    final_height = vehicle.height(final, params)
-    lowest = jnp.argmin(heights)
-    final_is_lowest = final_height <= heights[lowest]
-    descent_end = jax.tree_util.tree_map(
-        lambda states, last: jnp.where(final_is_lowest, last, states[lowest]),
-        trajectory.states,
-        final,
-    )
-    left = vehicle.propellant_mass(descent_end, params)
-    used = vehicle.propellant_mass(trajectory.initial, params) - left
-    exhausted = vehicle.propellant_mass(final, params) < cost.exhaustion_tolerance
+    touched = final.touched_down
+    final_height = vehicle.height(final.vehicle, params)
+    final_propellant = vehicle.propellant_mass(final.vehicle, params)
+    final_is_lowest = final_height <= summary.lowest_height
+    left = jnp.where(final_is_lowest, final_propellant, summary.lowest_propellant)
+    exhausted = final_propellant < cost.exhaustion_tolerance
     return LandingOutcome(
         touched_down=touched,
         touchdown_speed=measures.vertical_speed,
@@ -181,13 +335,22 @@ def landing_outcome(
         pad_distance=measures.pad_distance,
         tip_over=measures.tip_over,
         within_limits=within,
-        propellant_used=used,
+        propellant_used=summary.initial_propellant - left,
         propellant_left=left,
         exhausted=exhausted,
         success=touched & within & ~exhausted,
         final_height=final_height,
-        lowest_height=jnp.minimum(heights[lowest], final_height),
+        lowest_height=jnp.minimum(summary.lowest_height, final_height),
     )
+
+
+def landing_outcome(
+    vehicle: Vehicle, trajectory: Trajectory, params: Params, cost: LandingCost
+) -> LandingOutcome:
+    """Summarise one recorded rollout (use ``jax.vmap`` for a batch); see
+    :func:`summary_outcome`."""
+    summary = summarize_trajectory(vehicle, trajectory, params)
+    return summary_outcome(vehicle, trajectory.final, summary, params, cost)
 
 
 _ATTITUDE_RATIOS = ("lateral_speed", "tilt", "angular_rate", "pad_distance")
@@ -218,29 +381,25 @@ def touchdown_terms(cost: LandingCost, measures: TouchdownMeasures) -> dict[str,
     }
 
 
-def _active_mean(values: jax.Array, active: jax.Array) -> jax.Array:
-    weights = active.astype(values.dtype)
-    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-
-
-def landing_cost_terms(
-    vehicle: Vehicle, trajectory: Trajectory, params: Params, cost: LandingCost
+def summary_cost_terms(
+    vehicle: Vehicle,
+    final: SimState,
+    summary: LandingSummary,
+    params: Params,
+    cost: LandingCost,
 ) -> tuple[dict[str, jax.Array], LandingOutcome]:
-    """Return the weighted cost terms of one rollout (scalars) and its outcome.
+    """Return the weighted cost terms of one rollout (scalars) and its outcome, from its
+    final simulation state and summary.
 
     Where the cost is not smooth: the crash and exhaustion hinges have a kink, the
     touchdown terms switch on at the (interpolated, so continuous) touchdown, and the
     thrust cut at the dry mass is a step.
     """
-    outcome = landing_outcome(vehicle, trajectory, params, cost)
-    touchdown = touchdown_terms(cost, vehicle.touchdown_measures(trajectory.final.vehicle, params))
+    outcome = summary_outcome(vehicle, final, summary, params, cost)
+    touchdown = touchdown_terms(cost, vehicle.touchdown_measures(final.vehicle, params))
     touched = outcome.touched_down.astype(outcome.touchdown_speed.dtype)
-
-    low, high = vehicle.action_bounds(params)
-    normalised = (trajectory.actions - low) / (high - low)
-    effort = _active_mean(jnp.sum(normalised**2, axis=-1), trajectory.active)
-    changes = jnp.sum(jnp.diff(normalised, axis=0) ** 2, axis=-1)
-    smooth = _active_mean(changes, trajectory.active[1:])
+    effort = summary.effort_sum / jnp.maximum(summary.active_steps, 1.0)
+    smooth = summary.change_sum / jnp.maximum(summary.change_steps, 1.0)
 
     shortage = jnp.maximum(1.0 - outcome.propellant_left / cost.exhaustion_reserve, 0.0)
     height = jnp.maximum(outcome.lowest_height, 0.0)
@@ -260,3 +419,12 @@ def landing_cost_terms(
         ),
     }
     return terms, outcome
+
+
+def landing_cost_terms(
+    vehicle: Vehicle, trajectory: Trajectory, params: Params, cost: LandingCost
+) -> tuple[dict[str, jax.Array], LandingOutcome]:
+    """Return the weighted cost terms of one recorded rollout (scalars) and its outcome;
+    see :func:`summary_cost_terms`."""
+    summary = summarize_trajectory(vehicle, trajectory, params)
+    return summary_cost_terms(vehicle, trajectory.final, summary, params, cost)

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffland.dynamics.base import Params, Vehicle
-from diffland.dynamics.simulate import SimConfig, Trajectory, rollout
+from diffland.dynamics.simulate import SimConfig, SimState, Trajectory, rollout
 from diffland.randomization import Episode, SensorModel
-from diffland.training.cost import LandingCost
+from diffland.training.cost import LandingCost, LandingSummary, landing_summary_rollout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,12 +118,30 @@ def episode_parts(task: LandingTask, initial: Any) -> tuple[Any, Params]:
     return initial, task.params
 
 
-def map_landers(fn, task: LandingTask, trajectories: Trajectory, initial_states: Any):
-    """Apply ``fn(trajectory, params)`` to each lander of a batch with its physical
-    parameters: the episode's own, or ``task.params`` for plain start states."""
+def map_landers(fn, task: LandingTask, rollouts: Any, initial_states: Any):
+    """Apply ``fn(rollout, params)`` to each lander of a batch with its physical
+    parameters: the episode's own, or ``task.params`` for plain start states. ``rollouts``
+    is any pytree with the batch on the first axis of every leaf (a batch of
+    :class:`Trajectory`, or of final states and summaries)."""
     if isinstance(initial_states, Episode):
-        return jax.vmap(fn)(trajectories, initial_states.params)
-    return jax.vmap(lambda trajectory: fn(trajectory, task.params))(trajectories)
+        return jax.vmap(fn)(rollouts, initial_states.params)
+    return jax.vmap(lambda rollout: fn(rollout, task.params))(rollouts)
+
+
+def _controller_policy(task: LandingTask, controller: nn.Module, variables: Any, initial_state):
+    """Return the start state, the physical parameters, the policy and its initial carry
+    of one lander or episode under ``controller``."""
+    state, physics_params = episode_parts(task, initial_state)
+    dtype = jax.tree_util.tree_leaves(state)[0].dtype
+
+    def policy(state, params, carry):
+        del params  # the physics parameters of an episode stay hidden from the controller
+        return controller.apply(variables, state, task.params, carry)
+
+    carry = controller.initial_carry(dtype)
+    if task.sensor is not None:
+        policy, carry = task.sensor.wrap(policy, carry, initial_state)
+    return state, physics_params, policy, carry
 
 
 def controller_rollout(
@@ -135,16 +153,9 @@ def controller_rollout(
     episode's parameters, and ``task.sensor`` (if set) measures the state that
     the controller receives. The trajectory records the true states.
     """
-    state, physics_params = episode_parts(task, initial_state)
-    dtype = jax.tree_util.tree_leaves(state)[0].dtype
-
-    def policy(state, params, carry):
-        del params  # the physics parameters of an episode stay hidden from the controller
-        return controller.apply(variables, state, task.params, carry)
-
-    carry = controller.initial_carry(dtype)
-    if task.sensor is not None:
-        policy, carry = task.sensor.wrap(policy, carry, initial_state)
+    state, physics_params, policy, carry = _controller_policy(
+        task, controller, variables, initial_state
+    )
     return rollout(task.vehicle, task.sim, policy, state, physics_params, carry)
 
 
@@ -153,6 +164,27 @@ def batch_rollout(
 ) -> Trajectory:
     """Roll out a batch of landers (leading axis of every state leaf) with ``jax.vmap``."""
     return jax.vmap(lambda s: controller_rollout(task, controller, variables, s))(initial_states)
+
+
+def controller_landing_summary(
+    task: LandingTask, controller: nn.Module, variables: Any, initial_state: Any
+) -> tuple[SimState, LandingSummary]:
+    """Roll out one lander or episode like :func:`controller_rollout`, but return only the
+    final simulation state and the :class:`LandingSummary` that the cost reads (see
+    :func:`~diffland.training.cost.landing_summary_rollout`)."""
+    state, physics_params, policy, carry = _controller_policy(
+        task, controller, variables, initial_state
+    )
+    return landing_summary_rollout(task.vehicle, task.sim, policy, state, physics_params, carry)
+
+
+def batch_landing_summary(
+    task: LandingTask, controller: nn.Module, variables: Any, initial_states: Any
+) -> tuple[SimState, LandingSummary]:
+    """Run :func:`controller_landing_summary` on a batch of landers with ``jax.vmap``."""
+    return jax.vmap(lambda s: controller_landing_summary(task, controller, variables, s))(
+        initial_states
+    )
 
 
 def init_controller(

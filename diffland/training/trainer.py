@@ -27,10 +27,16 @@ from flax import struct
 from jax.experimental import checkify
 
 from diffland.training.checkpoint import CheckpointStore
-from diffland.training.cost import landing_cost_terms, landing_outcome
+from diffland.training.cost import landing_outcome, summary_cost_terms
 from diffland.training.interrupts import StopSignals, TrainingInterrupted
 from diffland.training.parallel import DataParallel
-from diffland.training.task import LandingTask, batch_rollout, init_controller, map_landers
+from diffland.training.task import (
+    LandingTask,
+    batch_landing_summary,
+    batch_rollout,
+    init_controller,
+    map_landers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -313,11 +319,17 @@ class Trainer:
 
     def loss(self, params: Any, batch: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Return the mean landing cost of ``batch`` and per-term metrics."""
-        trajectory = batch_rollout(self.task, self.controller, {"params": params}, batch)
+        # The rollout keeps only the reduced quantities that the cost reads in its scan
+        # carry, so the backward pass stores no per-step states or actions.
+        finals, summaries = batch_landing_summary(
+            self.task, self.controller, {"params": params}, batch
+        )
         terms, outcome = map_landers(
-            lambda t, p: landing_cost_terms(self.task.vehicle, t, p, self.task.cost),
+            lambda rollout, p: summary_cost_terms(
+                self.task.vehicle, rollout[0], rollout[1], p, self.task.cost
+            ),
             self.task,
-            trajectory,
+            (finals, summaries),
             batch,
         )
         means = {name: jnp.mean(value) for name, value in terms.items()}
