@@ -36,6 +36,9 @@ class RunFolderError(ValueError):
 QUICK_HELP = "train less (a few minutes on 2 CPU cores); evaluation uses the same held-out set"
 """Help of ``--quick`` for the experiments that train controllers."""
 
+RESUME_CHANGEABLE_FIELDS = ("num_devices",)
+"""Config fields that a resumed run may change: checkpoints restore on any device count."""
+
 
 def add_common_arguments(parser: argparse.ArgumentParser, quick_help: str = QUICK_HELP) -> None:
     """Add the options every experiment accepts; ``quick_help`` describes ``--quick``."""
@@ -416,33 +419,45 @@ def prepare_run_folder(out: pathlib.Path | None, resume: bool, experiment: str) 
 
 
 def save_config(run_folder: pathlib.Path, config: Any, resume: bool) -> dict[str, Any]:
-    """Write ``config.json``; on resume, check the stored config matches this one."""
+    """Write ``config.json``; on resume, check the stored config matches this one.
+
+    A resumed run may change the fields in :data:`RESUME_CHANGEABLE_FIELDS`
+    (``num_devices``). The change is logged, and ``config.json`` is rewritten with the
+    new value, so it records the setting that the run continues with.
+    """
     values = dataclasses.asdict(config)
     path = run_folder / "config.json"
-    if resume:
-        stored = json.loads(path.read_text())
-        requested = json.loads(json.dumps(values))
-        if stored != requested:
-            # The command-line choices first: they are the usual cause.
-            differing = sorted(
-                (
-                    key
-                    for key in set(stored) | set(requested)
-                    if stored.get(key) != requested.get(key)
-                ),
-                key=lambda key: (key not in ("quick", "seeds"), key),
+    if not resume:
+        path.write_text(json.dumps(values, indent=2) + "\n")
+        return values
+    stored = json.loads(path.read_text())
+    requested = json.loads(json.dumps(values))
+    differing = [
+        key for key in set(stored) | set(requested) if stored.get(key) != requested.get(key)
+    ]
+    fixed = [key for key in differing if key not in RESUME_CHANGEABLE_FIELDS]
+    if fixed:
+        # The command-line choices first: they are the usual cause.
+        fixed.sort(key=lambda key: (key not in ("quick", "seeds"), key))
+        details = ", ".join(
+            f"{key}: stored {stored.get(key)!r}, requested {requested.get(key)!r}" for key in fixed
+        )
+        raise RunFolderError(
+            f"the configuration in {path} differs from this run's ({details}). Resume "
+            "with the options of the original run (for example the same --quick and "
+            "--seeds). A folder written by another version of the experiment cannot be "
+            "resumed, so start a new run folder for it."
+        )
+    if differing:
+        for key in sorted(differing):
+            logging.getLogger(__name__).info(
+                "resuming %s with %s = %r, which was %r. Checkpoints restore on any "
+                "device count, and config.json now records the new value",
+                run_folder,
+                key,
+                requested.get(key),
+                stored.get(key),
             )
-            details = ", ".join(
-                f"{key}: stored {stored.get(key)!r}, requested {requested.get(key)!r}"
-                for key in differing
-            )
-            raise RunFolderError(
-                f"the configuration in {path} differs from this run's ({details}). Resume "
-                "with the options of the original run (for example the same --quick and "
-                "--seeds). A folder written by another version of the experiment cannot be "
-                "resumed, so start a new run folder for it."
-            )
-    else:
         path.write_text(json.dumps(values, indent=2) + "\n")
     return values
 

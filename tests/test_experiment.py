@@ -3,6 +3,7 @@ folder checks."""
 
 import dataclasses
 import json
+import logging
 
 import pytest
 
@@ -155,3 +156,30 @@ def test_main_rejects_zero_seeds(tmp_path, capsys):
 
     assert exit_info.value.code == 2
     assert "--seeds 0 is invalid: pass an integer >= 1" in capsys.readouterr().err
+
+
+def test_resume_accepts_new_num_devices(tmp_path, caplog):
+    folder = common.prepare_run_folder(tmp_path / "run", resume=False, experiment="x")
+    common.save_config(folder, tiny_config(), resume=False)
+    moved = dataclasses.replace(tiny_config(), num_devices=1)
+
+    with caplog.at_level(logging.INFO, logger=common.__name__):
+        values = common.save_config(folder, moved, resume=True)
+
+    assert values["num_devices"] == 1
+    assert json.loads((folder / "config.json").read_text())["num_devices"] == 1
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("num_devices = 1, which was None" in message for message in messages)
+
+
+def test_resume_checks_fields_besides_num_devices(tmp_path):
+    folder = common.prepare_run_folder(tmp_path / "run", resume=False, experiment="x")
+    common.save_config(folder, tiny_config(), resume=False)
+    changed = dataclasses.replace(tiny_config(), num_devices=1, held_out_states=HELD_OUT + 1)
+
+    with pytest.raises(common.RunFolderError, match="differs from this run's") as error:
+        common.save_config(folder, changed, resume=True)
+
+    assert "held_out_states" in str(error.value)
+    assert "num_devices" not in str(error.value)
+    assert json.loads((folder / "config.json").read_text())["num_devices"] is None
