@@ -36,12 +36,22 @@ class RunFolderError(ValueError):
 QUICK_HELP = "train less (a few minutes on 2 CPU cores); evaluation uses the same held-out set"
 """Help of ``--quick`` for the experiments that train controllers."""
 
+TRAINING_SUBFOLDERS = ("checkpoints", "plots", "tensorboard")
+"""Subfolders that :func:`prepare_run_folder` creates for an experiment that trains
+controllers with checkpoints and TensorBoard logs."""
+
 RESUME_CHANGEABLE_FIELDS = ("num_devices",)
 """Config fields that a resumed run may change: checkpoints restore on any device count."""
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, quick_help: str = QUICK_HELP) -> None:
-    """Add the options every experiment accepts; ``quick_help`` describes ``--quick``."""
+def add_common_arguments(
+    parser: argparse.ArgumentParser, quick_help: str = QUICK_HELP, resumable: bool = True
+) -> None:
+    """Add the options every experiment accepts; ``quick_help`` describes ``--quick``.
+
+    Without ``resumable``, ``--resume`` is still parsed (so that the experiment can reject
+    it with a clear message) but hidden from the help.
+    """
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument(
         "--out",
@@ -52,7 +62,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, quick_help: str = QUIC
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its last checkpoints",
+        help="continue the run in --out from its last checkpoints"
+        if resumable
+        else argparse.SUPPRESS,
     )
     parser.add_argument(
         "--log-level",
@@ -378,11 +390,19 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def prepare_run_folder(out: pathlib.Path | None, resume: bool, experiment: str) -> pathlib.Path:
-    """Create (or, with ``resume``, reopen) the run folder and its subfolders.
+def prepare_run_folder(
+    out: pathlib.Path | None,
+    resume: bool,
+    experiment: str,
+    subfolders: Sequence[str] = TRAINING_SUBFOLDERS,
+    resumable: bool = True,
+) -> pathlib.Path:
+    """Create (or, with ``resume``, reopen) the run folder and its ``subfolders``.
 
-    Raises :class:`RunFolderError` when ``out`` exists and is not empty without
-    ``resume``, or when ``resume`` is given without an existing run folder.
+    An experiment passes the subfolders it writes to, so none is left empty. Raises
+    :class:`RunFolderError` when ``out`` exists and is not empty without ``resume``, or
+    when ``resume`` is given without an existing run folder. ``resumable`` False (an
+    experiment without ``--resume``) drops the advice to pass ``--resume`` from the error.
     """
     if out is None:
         if resume:
@@ -403,13 +423,17 @@ def prepare_run_folder(out: pathlib.Path | None, resume: bool, experiment: str) 
             "experiment. Check the path, or start a new run without --resume."
         )
     if not resume and out.exists() and any(out.iterdir()):
-        raise RunFolderError(
-            f"run folder {out} already exists and is not empty. Pass --resume to continue "
-            "it, or choose another --out."
-        )
-    for sub in ("checkpoints", "plots", "tensorboard"):
+        if resumable:
+            advice = "Pass --resume to continue it, or choose another --out."
+        else:
+            advice = (
+                f"{experiment} cannot resume a run, so choose another --out (a new or "
+                "empty folder)."
+            )
+        raise RunFolderError(f"run folder {out} already exists and is not empty. {advice}")
+    for folder in (out, *(out / sub for sub in subfolders)):
         try:
-            (out / sub).mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise RunFolderError(
                 f"cannot create the run folder {out}: {error}. Choose an --out path whose "

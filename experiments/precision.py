@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
     )
-    common.add_common_arguments(parser)
+    common.add_common_arguments(parser, resumable=False)
     common.add_override_argument(parser)
     common.add_num_devices_argument(parser)
     parser.add_argument(
@@ -301,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         config = common.with_num_devices(config, args.num_devices)
         config = common.apply_overrides(config, args.set)
         config.validate()
-        run_folder = common.prepare_run_folder(args.out, False, EXPERIMENT)
+        # The runs write metrics.jsonl and results.json into the run folder itself.
+        run_folder = common.prepare_run_folder(
+            args.out, False, EXPERIMENT, subfolders=(), resumable=False
+        )
         common.save_config(run_folder, config, False)
     except (ValueError, common.RunFolderError) as error:
         parser.error(str(error))

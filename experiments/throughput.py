@@ -1157,7 +1157,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
     )
     common.add_common_arguments(
-        parser, quick_help="a reduced sweep: batch sizes up to 1,024, one gradient horizon"
+        parser,
+        quick_help="a reduced sweep: batch sizes up to 1,024, one gradient horizon",
+        resumable=False,
     )
     parser.add_argument(
         "--figures",
@@ -1248,7 +1250,11 @@ def main(argv: list[str] | None = None) -> int:
         config = ThroughputConfig.create(args.quick, **changes)
         config = common.apply_overrides(config, args.set)
         config.validate()
-        run_folder = common.prepare_run_folder(args.out, False, EXPERIMENT)
+        # The plot creates plots/ when it is written. The benchmark writes no other
+        # subfolder.
+        run_folder = common.prepare_run_folder(
+            args.out, False, EXPERIMENT, subfolders=(), resumable=False
+        )
         common.save_config(run_folder, config, False)
     except (ValueError, common.RunFolderError) as error:
         parser.error(str(error))

@@ -183,3 +183,22 @@ def test_resume_checks_fields_besides_num_devices(tmp_path):
     assert "held_out_states" in str(error.value)
     assert "num_devices" not in str(error.value)
     assert json.loads((folder / "config.json").read_text())["num_devices"] is None
+
+
+def test_prepare_run_folder_creates_only_subfolders(tmp_path):
+    folder = common.prepare_run_folder(
+        tmp_path / "new", resume=False, experiment="x", subfolders=("plots",)
+    )
+
+    assert folder.is_dir()
+    assert [path.name for path in folder.iterdir()] == ["plots"]
+
+
+def test_nonempty_folder_message_without_resume(tmp_path):
+    (tmp_path / "notes.txt").write_text("an earlier run\n")
+
+    with pytest.raises(common.RunFolderError, match="already exists and is not empty") as error:
+        common.prepare_run_folder(tmp_path, resume=False, experiment="x", resumable=False)
+
+    assert "--resume" not in str(error.value)
+    assert "x cannot resume a run, so choose another --out" in str(error.value)
