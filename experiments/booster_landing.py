@@ -153,6 +153,25 @@ class BoosterLandingConfig:
         horizon = int(round(self.horizon_seconds / self.control_dt))
         return SimConfig(control_dt=self.control_dt, substeps=self.substeps, horizon=horizon)
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid setting (before anything compiles)."""
+        common.check_integers(
+            self,
+            (
+                "substeps",
+                "train_pool",
+                "validation_states",
+                "held_out_states",
+                "sampling_chunk",
+                "imitation_states",
+            ),
+        )
+        common.check_integers(self, ("dagger_rounds",), minimum=0)
+        common.check_rollout_time(self.control_dt, self.horizon_seconds)
+        check_settings(self, ("pid", "neuro_pid", "mlp"))
+        self.cost()  # raises ValueError for an invalid touchdown limit
+        self.sim()  # raises ValueError for any other invalid rollout setting
+
 
 LIMIT_OPTIONS = {
     "speed_limit": "largest vertical touchdown speed of a success, m/s (default 2)",
@@ -191,14 +210,7 @@ def create_config(
         config = dataclasses.replace(config, **quick_overrides)
     config = common.with_num_devices(config, num_devices)
     config = common.apply_overrides(config, overrides)
-    check_settings(config, ("pid", "neuro_pid", "mlp"))
-    config.cost()  # raises ValueError for any remaining invalid limit
-    rounds = config.dagger_rounds
-    if isinstance(rounds, bool) or not (isinstance(rounds, int) and rounds >= 0):
-        raise ValueError(f"dagger_rounds = {rounds!r} is invalid: pass an integer >= 0.")
-    states = config.imitation_states
-    if isinstance(states, bool) or not (isinstance(states, int) and states >= 1):
-        raise ValueError(f"imitation_states = {states!r} is invalid: pass an integer >= 1.")
+    config.validate()
     return config
 
 

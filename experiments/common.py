@@ -124,6 +124,41 @@ def check_num_devices(num_devices: Any, batch_sizes: Mapping[str, int]) -> None:
             )
 
 
+def check_integers(config: Any, names: Sequence[str], minimum: int = 1) -> None:
+    """Raise ``ValueError`` naming the first field of ``names`` in ``config`` that is not
+    an integer >= ``minimum``."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not (isinstance(value, int) and value >= minimum):
+            raise ValueError(f"{name} = {value!r} is invalid: pass an integer >= {minimum}.")
+
+
+def check_positive_numbers(config: Any, names: Sequence[str], unit: str = "") -> None:
+    """Raise ``ValueError`` naming the first field of ``names`` in ``config`` that is not
+    a finite number > 0; ``unit`` (for example "seconds") goes into the message."""
+    for name in names:
+        value = getattr(config, name)
+        valid = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (valid and math.isfinite(value) and value > 0):
+            expected = f"a positive number of {unit}" if unit else "a positive finite number"
+            raise ValueError(f"{name} = {value!r} is invalid: pass {expected}.")
+
+
+def check_rollout_time(control_dt: float, horizon_seconds: float) -> None:
+    """Raise ``ValueError`` unless both are positive times in s and the horizon
+    ``round(horizon_seconds / control_dt)`` that the experiments pass to ``SimConfig`` is
+    at least one control step."""
+    for name, value in (("control_dt", control_dt), ("horizon_seconds", horizon_seconds)):
+        valid = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (valid and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} = {value!r} is invalid: pass a positive number of seconds.")
+    if int(round(horizon_seconds / control_dt)) < 1:
+        raise ValueError(
+            f"horizon_seconds = {horizon_seconds!r} is invalid: it is less than one control "
+            f"step of control_dt = {control_dt!r} s. Pass horizon_seconds >= control_dt."
+        )
+
+
 def resolve_num_devices(num_devices: int | None, batch_size: int) -> int:
     """Return the number of devices to split a batch of ``batch_size`` landers over.
 

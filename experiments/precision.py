@@ -166,14 +166,27 @@ class PrecisionConfig:
         )
 
     def validate(self) -> None:
-        """Raise ``ValueError`` for unknown precisions or a ``num_devices`` that is not a
-        local device count dividing ``batch_size``."""
+        """Raise ``ValueError`` for unknown precisions, a count or learning rate out of
+        range, or a ``num_devices`` that is not a local device count dividing
+        ``batch_size``."""
         unknown = [name for name in self.precisions if name not in PRECISIONS]
         if unknown or not self.precisions:
             raise ValueError(
                 f"precisions = {self.precisions!r} is invalid: pass one or more of "
                 f"{', '.join(PRECISIONS)}."
             )
+        common.check_integers(
+            self,
+            (
+                "vertical_steps",
+                "rigid_body_steps",
+                "batch_size",
+                "train_pool",
+                "validation_states",
+                "held_out_states",
+            ),
+        )
+        common.check_positive_numbers(self, ("learning_rate",))
         common.check_num_devices(self.num_devices, {"batch_size": self.batch_size})
 
     def steps_of(self, vehicle: str) -> int:

@@ -241,10 +241,27 @@ class ThroughputConfig:
             "memory_batch",
             "compile_batch",
             "brax_horizon",
+            "ppo_num_envs",
+            "ppo_batch_size",
+            "ppo_minibatches",
+            "ppo_unroll",
+            "ppo_updates_per_batch",
+            "ppo_eval_every_steps",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} = {value!r} is invalid: pass an integer >= 1.")
+        if any(isinstance(v, bool) or not (isinstance(v, int) and v >= 1) for v in self.ppo_hidden):
+            raise ValueError(
+                f"ppo_hidden = {self.ppo_hidden!r} is invalid: pass layer widths, integers >= 1."
+            )
+        # The PPO of brax 0.14.2 (brax/training/agents/ppo/train.py) asserts this.
+        if (self.ppo_batch_size * self.ppo_minibatches) % self.ppo_num_envs:
+            raise ValueError(
+                f"ppo_num_envs = {self.ppo_num_envs} is invalid: ppo_batch_size x "
+                f"ppo_minibatches = {self.ppo_batch_size * self.ppo_minibatches} must be a "
+                "multiple of it, as brax's PPO requires."
+            )
         for name in ("max_call_seconds", "ppo_cap_seconds", "apg_cap_seconds"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):

@@ -1,5 +1,5 @@
-"""The vertical-landing experiment: a tiny end-to-end run, its results file and its run
-folder checks."""
+"""The vertical-landing experiment: a tiny end-to-end run and its results file. The run
+folder and config checks that every experiment shares."""
 
 import dataclasses
 import json
@@ -7,7 +7,16 @@ import logging
 
 import pytest
 
-from experiments import common, vertical_landing
+from experiments import (
+    booster_landing,
+    common,
+    planar_landing,
+    precision,
+    rigid_body_landing,
+    robustness,
+    throughput,
+    vertical_landing,
+)
 from experiments.vertical_landing import ControllerSetting, VerticalLandingConfig
 
 CONTROLLERS = ("pid_hand", "pid_tuned", "neuro_pid", "mlp", "fuel_optimal")
@@ -202,3 +211,56 @@ def test_nonempty_folder_message_without_resume(tmp_path):
 
     assert "--resume" not in str(error.value)
     assert "x cannot resume a run, so choose another --out" in str(error.value)
+
+
+def _fail_if_run(*args, **kwargs):
+    raise AssertionError("the experiment ran although its config is invalid")
+
+
+INVALID_SETTINGS = [
+    (vertical_landing, "horizon_seconds=0.01", "horizon_seconds = 0.01 is invalid"),
+    (planar_landing, "control_dt=0", "control_dt = 0.0 is invalid"),
+    (planar_landing, "substeps=0", "substeps = 0 is invalid"),
+    (planar_landing, "horizon_seconds=nan", "horizon_seconds = nan is invalid"),
+    (planar_landing, "horizon_seconds=0.01", "horizon_seconds = 0.01 is invalid"),
+    (planar_landing, "train_pool=0", "train_pool = 0 is invalid"),
+    (planar_landing, "validation_states=0", "validation_states = 0 is invalid"),
+    (planar_landing, "held_out_states=-1", "held_out_states = -1 is invalid"),
+    (planar_landing, "sampling_chunk=0", "sampling_chunk = 0 is invalid"),
+    (rigid_body_landing, "substeps=0", "substeps = 0 is invalid"),
+    (robustness, "train_pool=0", "train_pool = 0 is invalid"),
+    (precision, "vertical_steps=0", "vertical_steps = 0 is invalid"),
+    (precision, "rigid_body_steps=0", "rigid_body_steps = 0 is invalid"),
+    (precision, "batch_size=0", "batch_size = 0 is invalid"),
+    (precision, "learning_rate=0", "learning_rate = 0.0 is invalid"),
+    (precision, "train_pool=0", "train_pool = 0 is invalid"),
+    (precision, "validation_states=0", "validation_states = 0 is invalid"),
+    (precision, "held_out_states=0", "held_out_states = 0 is invalid"),
+    (throughput, "ppo_num_envs=0", "ppo_num_envs = 0 is invalid"),
+    (throughput, "ppo_num_envs=300", "ppo_num_envs = 300 is invalid"),
+    (throughput, "ppo_unroll=0", "ppo_unroll = 0 is invalid"),
+    (throughput, "ppo_eval_every_steps=0", "ppo_eval_every_steps = 0 is invalid"),
+    (throughput, "ppo_hidden=0", r"ppo_hidden = (0,) is invalid"),
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "assignment", "expected"),
+    INVALID_SETTINGS,
+    ids=[f"{module.__name__.split('.')[-1]}-{text}" for module, text, _ in INVALID_SETTINGS],
+)
+def test_invalid_setting_leaves_no_folder(
+    module, assignment, expected, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(module, "run", _fail_if_run, raising=False)
+    monkeypatch.setattr(booster_landing, "run", _fail_if_run)
+    if module is throughput:
+        monkeypatch.setattr(throughput, "configure_host_devices", lambda count: 1)
+    folder = tmp_path / "run"
+
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--quick", "--out", str(folder), "--set", assignment])
+
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
+    assert not folder.exists()

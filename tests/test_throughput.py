@@ -158,6 +158,9 @@ def test_config_rejects_unknown_figure():
         ({"anchor_names": ("Foo-v1",)}, "anchor_names"),
         ({"threshold_eval_every": 0}, "threshold_eval_every = 0"),
         ({"max_call_seconds": -1.0}, "max_call_seconds = -1.0 is invalid"),
+        ({"ppo_minibatches": 0}, "ppo_minibatches = 0 is invalid"),
+        ({"ppo_hidden": (64, 0)}, r"ppo_hidden = \(64, 0\) is invalid"),
+        ({"ppo_num_envs": 384}, "must be a multiple of it"),
     ],
 )
 def test_config_rejects_bad_values(change, expected):
