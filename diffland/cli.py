@@ -43,7 +43,8 @@ class Train:
     experiment: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="EXPERIMENT")]
     """Experiment module name, for example vertical_landing (see diffland list)."""
     quick: bool = False
-    """Train less (a few minutes on 2 CPU cores); the held-out set stays the same."""
+    """Train less (a few minutes on 2 CPU cores); python -m experiments.EXPERIMENT --help
+    shows whether the held-out set shrinks too."""
     out: pathlib.Path | None = None
     """Run folder to write; without it, a new time-stamped folder under runs/."""
     resume: bool = False

@@ -610,11 +610,13 @@ def run(spec: BoosterSpec, config: BoosterLandingConfig, run_folder: pathlib.Pat
     return {"controllers": controllers, "timings": timings}
 
 
-def build_parser(spec: BoosterSpec, description: str) -> argparse.ArgumentParser:
+def build_parser(
+    spec: BoosterSpec, description: str, quick_help: str = common.QUICK_HELP
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"python -m experiments.{spec.experiment}", description=description
     )
-    common.add_common_arguments(parser)
+    common.add_common_arguments(parser, quick_help)
     common.add_override_argument(parser)
     parser.add_argument("--seeds", type=int, default=1, help="number of training seeds (default 1)")
     common.add_num_devices_argument(parser)
@@ -643,7 +645,10 @@ def main(
     ``run_experiment(config, run_folder, resume)`` replaces :func:`run` with ``spec``, and
     ``extra_table(controllers)`` returns a second table printed after the first.
     """
-    parser = build_parser(spec, description)
+    quick_held_out = quick_overrides.get("held_out_states", base.held_out_states)
+    parser = build_parser(
+        spec, description, common.quick_help(base.held_out_states, quick_held_out)
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     common.configure_logging(args.log_level)

@@ -34,7 +34,7 @@ class RunFolderError(ValueError):
 
 
 QUICK_HELP = "train less (a few minutes on 2 CPU cores); evaluation uses the same held-out set"
-"""Help of ``--quick`` for the experiments that train controllers."""
+"""Help of ``--quick`` for the experiments that train controllers on the full held-out set."""
 
 TRAINING_SUBFOLDERS = ("checkpoints", "plots", "tensorboard")
 """Subfolders that :func:`prepare_run_folder` creates for an experiment that trains
@@ -42,6 +42,17 @@ controllers with checkpoints and TensorBoard logs."""
 
 RESUME_CHANGEABLE_FIELDS = ("num_devices",)
 """Config fields that a resumed run may change: checkpoints restore on any device count."""
+
+
+def quick_help(full_held_out: int, quick_held_out: int) -> str:
+    """Return the help of ``--quick`` for an experiment whose held-out set has
+    ``full_held_out`` start states in a full run and ``quick_held_out`` with ``--quick``."""
+    if quick_held_out == full_held_out:
+        return QUICK_HELP
+    return (
+        f"train less and score a smaller held-out set ({quick_held_out} start states "
+        f"instead of {full_held_out}), so the rates are coarser than a full run's"
+    )
 
 
 def add_common_arguments(

@@ -319,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
     )
-    common.add_common_arguments(parser, resumable=False)
+    common.add_common_arguments(
+        parser,
+        quick_help="measure fewer horizons, with fewer start states per gradient",
+        resumable=False,
+    )
     args = parser.parse_args(argv)
     common.configure_logging(args.log_level)
     if args.resume:

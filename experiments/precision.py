@@ -296,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
     )
-    common.add_common_arguments(parser, resumable=False)
+    full = PrecisionConfig.create(False, PRECISIONS).held_out_states
+    quick = PrecisionConfig.create(True, PRECISIONS).held_out_states
+    common.add_common_arguments(parser, common.quick_help(full, quick), resumable=False)
     common.add_override_argument(parser)
     common.add_num_devices_argument(parser)
     parser.add_argument(
