@@ -2,7 +2,8 @@
 
 An experiment is any module of the ``experiments`` package with a top-level
 ``main(argv)``. The command finds them by reading the package's files, so a new module
-appears without any change here.
+appears without any change here. A module that sets ``BENCHMARK = True`` at top level is
+a benchmark: ``list`` shows it apart, ``bench`` runs it and ``train`` rejects it.
 """
 
 from __future__ import annotations
@@ -150,21 +151,51 @@ def _has_main_entry(source: str) -> bool:
     return False
 
 
-def discover_experiments() -> dict[str, str]:
-    """Return each experiment module's name and the first line of its docstring."""
+def _is_benchmark(source: str) -> bool:
+    """Return whether a module's source sets ``BENCHMARK = True`` at top level."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            named = any(isinstance(t, ast.Name) and t.id == "BENCHMARK" for t in targets)
+            if named and isinstance(node.value, ast.Constant) and node.value.value is True:
+                return True
+    return False
+
+
+def _discover_modules(benchmarks: bool) -> dict[str, str]:
+    """Return the name and first docstring paragraph of each runnable module of the
+    experiments package: the benchmarks when ``benchmarks``, else the experiments."""
     found = {}
     for path in sorted(_experiments_folder().glob("*.py")):
         if path.stem.startswith("_"):
             continue
         source = path.read_text(encoding="utf-8")
-        if _has_main_entry(source):
+        if _has_main_entry(source) and _is_benchmark(source) == benchmarks:
             docstring = ast.get_docstring(ast.parse(source)) or ""
             found[path.stem] = " ".join(docstring.split("\n\n")[0].split())
     return found
 
 
+def discover_experiments() -> dict[str, str]:
+    """Return each experiment module's name and the first paragraph of its docstring.
+
+    Benchmarks are left out (see :func:`discover_benchmarks`).
+    """
+    return _discover_modules(benchmarks=False)
+
+
+def discover_benchmarks() -> dict[str, str]:
+    """Return each benchmark module's name and the first paragraph of its docstring."""
+    return _discover_modules(benchmarks=True)
+
+
 def _import_experiment(name: str):
     known = discover_experiments()
+    if name in discover_benchmarks():
+        raise CliError(
+            f"{name} is a benchmark, not a training experiment: run it with diffland bench "
+            "(see diffland bench --help)."
+        )
     if name not in known:
         raise CliError(
             f"unknown experiment {name!r}. Known experiments: {', '.join(known)}. "
@@ -203,6 +234,12 @@ def read_results(run_dir: pathlib.Path) -> dict[str, Any]:
 def _load_run(run_dir: pathlib.Path, results: dict[str, Any]):
     from experiments import common
 
+    if results["experiment"] in discover_benchmarks():
+        raise CliError(
+            f"{run_dir} is a run of the {results['experiment']} benchmark, which has no "
+            "trained controllers, so eval and render do not support it. Its figures are in "
+            f"{run_dir / 'results.json'}; diffland compare compares two benchmark runs."
+        )
     module = _import_experiment(results["experiment"])
     if not hasattr(module, "load_run"):
         raise CliError(
@@ -526,6 +563,7 @@ def list_components() -> dict[str, dict[str, str]]:
         "environments": {name: first_line(item) for name, item in ENVIRONMENTS.items()},
         "controllers": modules,
         "experiments": discover_experiments(),
+        "benchmarks (run with diffland bench)": discover_benchmarks(),
     }
 
 

@@ -84,6 +84,8 @@ from diffland.training.parallel import DataParallel
 from experiments import common
 
 EXPERIMENT = "throughput"
+BENCHMARK = True
+"""Marks a benchmark: ``diffland bench`` runs it, and ``diffland train`` does not offer it."""
 FIGURES = (
     "throughput",
     "anchors",

@@ -330,3 +330,39 @@ def test_render_smoke_writes_files(tiny_run):
         assert path.stat().st_size > 0, path
     with Image.open(tiny_run / "render" / "landing_mlp.gif") as gif:
         assert gif.n_frames == 4
+
+
+def test_benchmark_listed_apart(capsys):
+    assert "throughput" not in cli.discover_experiments()
+    assert "time_to_threshold" not in cli.discover_experiments()
+    assert set(cli.discover_benchmarks()) == {"throughput"}
+
+    assert cli.main(["list"]) == 0
+
+    text = capsys.readouterr().out
+    experiments = text.split("experiments:")[1].split("benchmarks")[0]
+    benchmarks = text.split("benchmarks (run with diffland bench):")[1]
+    assert "throughput" not in experiments
+    assert "time_to_threshold" not in experiments
+    assert "throughput" in benchmarks
+
+
+@pytest.mark.parametrize("name", ["throughput", "time_to_threshold"])
+def test_train_rejects_non_experiment(name, tmp_path, monkeypatch, capsys):
+    from experiments import throughput
+
+    def fail(argv):
+        raise AssertionError(f"diffland train ran {name}")
+
+    monkeypatch.setattr(throughput, "main", fail)
+    folder = tmp_path / "run"
+
+    assert cli.main(["train", name, "--out", str(folder)]) == 2
+
+    message = capsys.readouterr().err
+    if name == "throughput":
+        assert "throughput is a benchmark, not a training experiment" in message
+        assert "diffland bench" in message
+    else:
+        assert "unknown experiment 'time_to_threshold'" in message
+    assert not folder.exists()
