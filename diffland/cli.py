@@ -487,13 +487,40 @@ COMPARED_METRICS = (
 
 
 def compare_table(run_dirs: tuple[pathlib.Path, ...]) -> str:
-    """Return the results of ``run_dirs`` as one text table, a column per run."""
+    """Return the results of ``run_dirs`` as one text table, a column per run.
+
+    Training runs are compared by their controllers' held-out metrics, and benchmark runs
+    by steps per second (:func:`_compare_benchmarks`). Raises :class:`CliError` for a mix
+    of the two, or for runs without either.
+    """
     if len(run_dirs) < 2:
         raise CliError("compare needs at least two run folders: diffland compare RUN_DIR RUN_DIR")
     runs = [read_results(run_dir) for run_dir in run_dirs]
     header = ["controller", "metric"] + [
         f"{r['experiment']} ({d.name})" for r, d in zip(runs, run_dirs, strict=True)
     ]
+    benchmarks = discover_benchmarks()
+    kinds = {
+        d: "benchmark" if r["experiment"] in benchmarks else "training"
+        for r, d in zip(runs, run_dirs, strict=True)
+    }
+    if len(set(kinds.values())) > 1:
+        listed = ", ".join(f"{d} ({kind})" for d, kind in kinds.items())
+        raise CliError(
+            f"compare cannot mix benchmark and training runs: {listed}. Pass only training "
+            "runs (compared by held-out metrics) or only benchmark runs (compared by steps "
+            "per second)."
+        )
+    if "benchmark" in kinds.values():
+        header[:2] = ["case", "batch"]
+        return _with_config_differences(_compare_benchmarks(header, runs, run_dirs), runs)
+    unsupported = [d for r, d in zip(runs, run_dirs, strict=True) if not r.get("controllers")]
+    if unsupported:
+        raise CliError(
+            f"{', '.join(map(str, unsupported))} has no controllers in results.json, so "
+            "compare has no metrics to put side by side. compare supports the training "
+            "experiments and the throughput benchmark; read the results.json of other runs."
+        )
     names = []
     for results in runs:
         for name in results.get("controllers", {}):
@@ -507,11 +534,66 @@ def compare_table(run_dirs: tuple[pathlib.Path, ...]) -> str:
                 value = results.get("controllers", {}).get(name, {}).get(key)
                 row.append("-" if value is None else pattern.format(value))
             table.append(row)
-    text = _format_rows(table)
+    return _with_config_differences(_format_rows(table), runs)
+
+
+def _with_config_differences(text: str, runs: list[dict[str, Any]]) -> str:
     differences = _config_differences(runs)
     if differences:
         text += "\n\nconfig differences:\n" + "\n".join(differences)
     return text
+
+
+def _benchmark_rates(results: dict[str, Any]) -> dict[tuple[str, int], str]:
+    """Return the formatted steps per second of a benchmark run per (case, batch).
+
+    A case is ``vehicle configuration controller`` or an anchor's name, with ``(vmap)``
+    for the vmap path. Where a case and batch ran on several device counts, the run on
+    the most devices keeps the plain name and the others are named by their count, so
+    runs on machines with different device counts still line up.
+    """
+    rows = results.get("throughput", []) + results.get("anchors", {}).get("rows", [])
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        name = row.get("anchor") or (f"{row['vehicle']} {row['configuration']} {row['controller']}")
+        if row.get("path") == "vmap":
+            name += " (vmap)"
+        groups.setdefault((name, row["batch"]), []).append(row)
+    rates = {}
+    for (name, batch), members in groups.items():
+        members.sort(key=lambda row: -row.get("devices", 1))
+        for index, row in enumerate(members):
+            devices = row.get("devices", 1)
+            plural = "" if devices == 1 else "s"
+            label = name if index == 0 else f"{name} ({devices} device{plural})"
+            rate = row.get("steps_per_second")
+            rates[label, batch] = row.get("error", "-") if rate is None else f"{rate:.3g}"
+    return rates
+
+
+def _compare_benchmarks(
+    header: list[str], runs: list[dict[str, Any]], run_dirs: tuple[pathlib.Path, ...]
+) -> str:
+    """Return the steps per second of benchmark runs as one table, a column per run."""
+    per_run = [_benchmark_rates(results) for results in runs]
+    keys = []
+    for rates in per_run:
+        keys.extend(key for key in rates if key not in keys)
+    if not keys:
+        raise CliError(
+            f"none of {', '.join(map(str, run_dirs))} has the throughput or anchors figure, "
+            "which compare puts side by side. Run diffland bench --figures throughput,anchors, "
+            "or read the other figures in each run's results.json."
+        )
+    table = [header]
+    for name, batch in keys:
+        table.append([name, str(batch), *(rates.get((name, batch), "-") for rates in per_run)])
+    return (
+        "control steps per second (control steps x batch / s)\n"
+        + _format_rows(table)
+        + "\n\nThe other figures (gradient, memory, compile, hardware_limit, "
+        "time_to_threshold) are in each run's results.json."
+    )
 
 
 def _config_differences(runs: list[dict[str, Any]]) -> list[str]:

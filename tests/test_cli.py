@@ -366,3 +366,46 @@ def test_train_rejects_non_experiment(name, tmp_path, monkeypatch, capsys):
     else:
         assert "unknown experiment 'time_to_threshold'" in message
     assert not folder.exists()
+
+
+def _write_bench_results(folder, rates, devices=1):
+    folder.mkdir()
+    rows = [
+        {
+            "vehicle": "vertical",
+            "configuration": "core",
+            "controller": "fixed",
+            "path": "batched",
+            "devices": devices,
+            "batch": batch,
+            "steps_per_second": rate,
+        }
+        for batch, rate in rates.items()
+    ]
+    anchors = {
+        "rows": [{"anchor": "CartPole-v1", "batch": 64, "devices": 1, "steps_per_second": 5e6}]
+    }
+    config = {"quick": True, "host_devices": devices}
+    common.write_results(
+        folder, "throughput", config, {"total": 1.0}, throughput=rows, anchors=anchors
+    )
+
+
+def test_compare_benchmark_runs(tmp_path):
+    _write_bench_results(tmp_path / "a", {1: 1.5e5, 64: 2.5e6})
+    _write_bench_results(tmp_path / "b", {1: 1.25e5, 64: 4.5e6}, devices=2)
+
+    table = cli.compare_table((tmp_path / "a", tmp_path / "b"))
+
+    row = next(line for line in table.splitlines() if line.startswith("vertical core fixed  64"))
+    assert row.split()[-2:] == ["2.5e+06", "4.5e+06"]
+    assert any(line.split()[-2:] == ["5e+06", "5e+06"] for line in table.splitlines())
+    assert "host_devices: 1 | 2" in table
+
+
+def test_compare_rejects_benchmark_and_training(tmp_path):
+    _write_bench_results(tmp_path / "a", {1: 1.5e5})
+    _write_results(tmp_path / "b", "vertical_landing", 0.75, 20)
+
+    with pytest.raises(cli.CliError, match="cannot mix benchmark and training runs"):
+        cli.compare_table((tmp_path / "a", tmp_path / "b"))
