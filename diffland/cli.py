@@ -2,7 +2,8 @@
 
 An experiment is any module of the ``experiments`` package with a top-level
 ``main(argv)``. The command finds them by reading the package's files, so a new module
-appears without any change here.
+appears without any change here. A module that sets ``BENCHMARK = True`` at top level is
+a benchmark: ``list`` shows it apart, ``bench`` runs it and ``train`` rejects it.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class Train:
     experiment: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="EXPERIMENT")]
     """Experiment module name, for example vertical_landing (see diffland list)."""
     quick: bool = False
-    """Train less (a few minutes on 2 CPU cores); the held-out set stays the same."""
+    """Train less (a few minutes on 2 CPU cores); python -m experiments.EXPERIMENT --help
+    shows whether the held-out set shrinks too."""
     out: pathlib.Path | None = None
     """Run folder to write; without it, a new time-stamped folder under runs/."""
     resume: bool = False
@@ -149,21 +151,51 @@ def _has_main_entry(source: str) -> bool:
     return False
 
 
-def discover_experiments() -> dict[str, str]:
-    """Return each experiment module's name and the first line of its docstring."""
+def _is_benchmark(source: str) -> bool:
+    """Return whether a module's source sets ``BENCHMARK = True`` at top level."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            named = any(isinstance(t, ast.Name) and t.id == "BENCHMARK" for t in targets)
+            if named and isinstance(node.value, ast.Constant) and node.value.value is True:
+                return True
+    return False
+
+
+def _discover_modules(benchmarks: bool) -> dict[str, str]:
+    """Return the name and first docstring paragraph of each runnable module of the
+    experiments package: the benchmarks when ``benchmarks``, else the experiments."""
     found = {}
     for path in sorted(_experiments_folder().glob("*.py")):
         if path.stem.startswith("_"):
             continue
         source = path.read_text(encoding="utf-8")
-        if _has_main_entry(source):
+        if _has_main_entry(source) and _is_benchmark(source) == benchmarks:
             docstring = ast.get_docstring(ast.parse(source)) or ""
             found[path.stem] = " ".join(docstring.split("\n\n")[0].split())
     return found
 
 
+def discover_experiments() -> dict[str, str]:
+    """Return each experiment module's name and the first paragraph of its docstring.
+
+    Benchmarks are left out (see :func:`discover_benchmarks`).
+    """
+    return _discover_modules(benchmarks=False)
+
+
+def discover_benchmarks() -> dict[str, str]:
+    """Return each benchmark module's name and the first paragraph of its docstring."""
+    return _discover_modules(benchmarks=True)
+
+
 def _import_experiment(name: str):
     known = discover_experiments()
+    if name in discover_benchmarks():
+        raise CliError(
+            f"{name} is a benchmark, not a training experiment: run it with diffland bench "
+            "(see diffland bench --help)."
+        )
     if name not in known:
         raise CliError(
             f"unknown experiment {name!r}. Known experiments: {', '.join(known)}. "
@@ -202,6 +234,12 @@ def read_results(run_dir: pathlib.Path) -> dict[str, Any]:
 def _load_run(run_dir: pathlib.Path, results: dict[str, Any]):
     from experiments import common
 
+    if results["experiment"] in discover_benchmarks():
+        raise CliError(
+            f"{run_dir} is a run of the {results['experiment']} benchmark, which has no "
+            "trained controllers, so eval and render do not support it. Its figures are in "
+            f"{run_dir / 'results.json'}; diffland compare compares two benchmark runs."
+        )
     module = _import_experiment(results["experiment"])
     if not hasattr(module, "load_run"):
         raise CliError(
@@ -449,13 +487,40 @@ COMPARED_METRICS = (
 
 
 def compare_table(run_dirs: tuple[pathlib.Path, ...]) -> str:
-    """Return the results of ``run_dirs`` as one text table, a column per run."""
+    """Return the results of ``run_dirs`` as one text table, a column per run.
+
+    Training runs are compared by their controllers' held-out metrics, and benchmark runs
+    by steps per second (:func:`_compare_benchmarks`). Raises :class:`CliError` for a mix
+    of the two, or for runs without either.
+    """
     if len(run_dirs) < 2:
         raise CliError("compare needs at least two run folders: diffland compare RUN_DIR RUN_DIR")
     runs = [read_results(run_dir) for run_dir in run_dirs]
     header = ["controller", "metric"] + [
         f"{r['experiment']} ({d.name})" for r, d in zip(runs, run_dirs, strict=True)
     ]
+    benchmarks = discover_benchmarks()
+    kinds = {
+        d: "benchmark" if r["experiment"] in benchmarks else "training"
+        for r, d in zip(runs, run_dirs, strict=True)
+    }
+    if len(set(kinds.values())) > 1:
+        listed = ", ".join(f"{d} ({kind})" for d, kind in kinds.items())
+        raise CliError(
+            f"compare cannot mix benchmark and training runs: {listed}. Pass only training "
+            "runs (compared by held-out metrics) or only benchmark runs (compared by steps "
+            "per second)."
+        )
+    if "benchmark" in kinds.values():
+        header[:2] = ["case", "batch"]
+        return _with_config_differences(_compare_benchmarks(header, runs, run_dirs), runs)
+    unsupported = [d for r, d in zip(runs, run_dirs, strict=True) if not r.get("controllers")]
+    if unsupported:
+        raise CliError(
+            f"{', '.join(map(str, unsupported))} has no controllers in results.json, so "
+            "compare has no metrics to put side by side. compare supports the training "
+            "experiments and the throughput benchmark; read the results.json of other runs."
+        )
     names = []
     for results in runs:
         for name in results.get("controllers", {}):
@@ -469,11 +534,66 @@ def compare_table(run_dirs: tuple[pathlib.Path, ...]) -> str:
                 value = results.get("controllers", {}).get(name, {}).get(key)
                 row.append("-" if value is None else pattern.format(value))
             table.append(row)
-    text = _format_rows(table)
+    return _with_config_differences(_format_rows(table), runs)
+
+
+def _with_config_differences(text: str, runs: list[dict[str, Any]]) -> str:
     differences = _config_differences(runs)
     if differences:
         text += "\n\nconfig differences:\n" + "\n".join(differences)
     return text
+
+
+def _benchmark_rates(results: dict[str, Any]) -> dict[tuple[str, int], str]:
+    """Return the formatted steps per second of a benchmark run per (case, batch).
+
+    A case is ``vehicle configuration controller`` or an anchor's name, with ``(vmap)``
+    for the vmap path. Where a case and batch ran on several device counts, the run on
+    the most devices keeps the plain name and the others are named by their count, so
+    runs on machines with different device counts still line up.
+    """
+    rows = results.get("throughput", []) + results.get("anchors", {}).get("rows", [])
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        name = row.get("anchor") or (f"{row['vehicle']} {row['configuration']} {row['controller']}")
+        if row.get("path") == "vmap":
+            name += " (vmap)"
+        groups.setdefault((name, row["batch"]), []).append(row)
+    rates = {}
+    for (name, batch), members in groups.items():
+        members.sort(key=lambda row: -row.get("devices", 1))
+        for index, row in enumerate(members):
+            devices = row.get("devices", 1)
+            plural = "" if devices == 1 else "s"
+            label = name if index == 0 else f"{name} ({devices} device{plural})"
+            rate = row.get("steps_per_second")
+            rates[label, batch] = row.get("error", "-") if rate is None else f"{rate:.3g}"
+    return rates
+
+
+def _compare_benchmarks(
+    header: list[str], runs: list[dict[str, Any]], run_dirs: tuple[pathlib.Path, ...]
+) -> str:
+    """Return the steps per second of benchmark runs as one table, a column per run."""
+    per_run = [_benchmark_rates(results) for results in runs]
+    keys = []
+    for rates in per_run:
+        keys.extend(key for key in rates if key not in keys)
+    if not keys:
+        raise CliError(
+            f"none of {', '.join(map(str, run_dirs))} has the throughput or anchors figure, "
+            "which compare puts side by side. Run diffland bench --figures throughput,anchors, "
+            "or read the other figures in each run's results.json."
+        )
+    table = [header]
+    for name, batch in keys:
+        table.append([name, str(batch), *(rates.get((name, batch), "-") for rates in per_run)])
+    return (
+        "control steps per second (control steps x batch / s)\n"
+        + _format_rows(table)
+        + "\n\nThe other figures (gradient, memory, compile, hardware_limit, "
+        "time_to_threshold) are in each run's results.json."
+    )
 
 
 def _config_differences(runs: list[dict[str, Any]]) -> list[str]:
@@ -525,6 +645,7 @@ def list_components() -> dict[str, dict[str, str]]:
         "environments": {name: first_line(item) for name, item in ENVIRONMENTS.items()},
         "controllers": modules,
         "experiments": discover_experiments(),
+        "benchmarks (run with diffland bench)": discover_benchmarks(),
     }
 
 

@@ -153,6 +153,25 @@ class BoosterLandingConfig:
         horizon = int(round(self.horizon_seconds / self.control_dt))
         return SimConfig(control_dt=self.control_dt, substeps=self.substeps, horizon=horizon)
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid setting (before anything compiles)."""
+        common.check_integers(
+            self,
+            (
+                "substeps",
+                "train_pool",
+                "validation_states",
+                "held_out_states",
+                "sampling_chunk",
+                "imitation_states",
+            ),
+        )
+        common.check_integers(self, ("dagger_rounds",), minimum=0)
+        common.check_rollout_time(self.control_dt, self.horizon_seconds)
+        check_settings(self, ("pid", "neuro_pid", "mlp"))
+        self.cost()  # raises ValueError for an invalid touchdown limit
+        self.sim()  # raises ValueError for any other invalid rollout setting
+
 
 LIMIT_OPTIONS = {
     "speed_limit": "largest vertical touchdown speed of a success, m/s (default 2)",
@@ -191,14 +210,7 @@ def create_config(
         config = dataclasses.replace(config, **quick_overrides)
     config = common.with_num_devices(config, num_devices)
     config = common.apply_overrides(config, overrides)
-    check_settings(config, ("pid", "neuro_pid", "mlp"))
-    config.cost()  # raises ValueError for any remaining invalid limit
-    rounds = config.dagger_rounds
-    if isinstance(rounds, bool) or not (isinstance(rounds, int) and rounds >= 0):
-        raise ValueError(f"dagger_rounds = {rounds!r} is invalid: pass an integer >= 0.")
-    states = config.imitation_states
-    if isinstance(states, bool) or not (isinstance(states, int) and states >= 1):
-        raise ValueError(f"imitation_states = {states!r} is invalid: pass an integer >= 1.")
+    config.validate()
     return config
 
 
@@ -598,11 +610,13 @@ def run(spec: BoosterSpec, config: BoosterLandingConfig, run_folder: pathlib.Pat
     return {"controllers": controllers, "timings": timings}
 
 
-def build_parser(spec: BoosterSpec, description: str) -> argparse.ArgumentParser:
+def build_parser(
+    spec: BoosterSpec, description: str, quick_help: str = common.QUICK_HELP
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"python -m experiments.{spec.experiment}", description=description
     )
-    common.add_common_arguments(parser)
+    common.add_common_arguments(parser, quick_help)
     common.add_override_argument(parser)
     parser.add_argument("--seeds", type=int, default=1, help="number of training seeds (default 1)")
     common.add_num_devices_argument(parser)
@@ -631,7 +645,10 @@ def main(
     ``run_experiment(config, run_folder, resume)`` replaces :func:`run` with ``spec``, and
     ``extra_table(controllers)`` returns a second table printed after the first.
     """
-    parser = build_parser(spec, description)
+    quick_held_out = quick_overrides.get("held_out_states", base.held_out_states)
+    parser = build_parser(
+        spec, description, common.quick_help(base.held_out_states, quick_held_out)
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     common.configure_logging(args.log_level)

@@ -34,11 +34,35 @@ class RunFolderError(ValueError):
 
 
 QUICK_HELP = "train less (a few minutes on 2 CPU cores); evaluation uses the same held-out set"
-"""Help of ``--quick`` for the experiments that train controllers."""
+"""Help of ``--quick`` for the experiments that train controllers on the full held-out set."""
+
+TRAINING_SUBFOLDERS = ("checkpoints", "plots", "tensorboard")
+"""Subfolders that :func:`prepare_run_folder` creates for an experiment that trains
+controllers with checkpoints and TensorBoard logs."""
+
+RESUME_CHANGEABLE_FIELDS = ("num_devices",)
+"""Config fields that a resumed run may change: checkpoints restore on any device count."""
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, quick_help: str = QUICK_HELP) -> None:
-    """Add the options every experiment accepts; ``quick_help`` describes ``--quick``."""
+def quick_help(full_held_out: int, quick_held_out: int) -> str:
+    """Return the help of ``--quick`` for an experiment whose held-out set has
+    ``full_held_out`` start states in a full run and ``quick_held_out`` with ``--quick``."""
+    if quick_held_out == full_held_out:
+        return QUICK_HELP
+    return (
+        f"train less and score a smaller held-out set ({quick_held_out} start states "
+        f"instead of {full_held_out}), so the rates are coarser than a full run's"
+    )
+
+
+def add_common_arguments(
+    parser: argparse.ArgumentParser, quick_help: str = QUICK_HELP, resumable: bool = True
+) -> None:
+    """Add the options every experiment accepts; ``quick_help`` describes ``--quick``.
+
+    Without ``resumable``, ``--resume`` is still parsed (so that the experiment can reject
+    it with a clear message) but hidden from the help.
+    """
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument(
         "--out",
@@ -49,7 +73,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, quick_help: str = QUIC
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its last checkpoints",
+        help="continue the run in --out from its last checkpoints"
+        if resumable
+        else argparse.SUPPRESS,
     )
     parser.add_argument(
         "--log-level",
@@ -107,6 +133,41 @@ def check_num_devices(num_devices: Any, batch_sizes: Mapping[str, int]) -> None:
                 f"evenly over {num_devices} devices. Pass a num_devices that divides it, or "
                 f"a {name} that is a multiple of {num_devices} (--set {name}=...)."
             )
+
+
+def check_integers(config: Any, names: Sequence[str], minimum: int = 1) -> None:
+    """Raise ``ValueError`` naming the first field of ``names`` in ``config`` that is not
+    an integer >= ``minimum``."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not (isinstance(value, int) and value >= minimum):
+            raise ValueError(f"{name} = {value!r} is invalid: pass an integer >= {minimum}.")
+
+
+def check_positive_numbers(config: Any, names: Sequence[str], unit: str = "") -> None:
+    """Raise ``ValueError`` naming the first field of ``names`` in ``config`` that is not
+    a finite number > 0; ``unit`` (for example "seconds") goes into the message."""
+    for name in names:
+        value = getattr(config, name)
+        valid = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (valid and math.isfinite(value) and value > 0):
+            expected = f"a positive number of {unit}" if unit else "a positive finite number"
+            raise ValueError(f"{name} = {value!r} is invalid: pass {expected}.")
+
+
+def check_rollout_time(control_dt: float, horizon_seconds: float) -> None:
+    """Raise ``ValueError`` unless both are positive times in s and the horizon
+    ``round(horizon_seconds / control_dt)`` that the experiments pass to ``SimConfig`` is
+    at least one control step."""
+    for name, value in (("control_dt", control_dt), ("horizon_seconds", horizon_seconds)):
+        valid = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (valid and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} = {value!r} is invalid: pass a positive number of seconds.")
+    if int(round(horizon_seconds / control_dt)) < 1:
+        raise ValueError(
+            f"horizon_seconds = {horizon_seconds!r} is invalid: it is less than one control "
+            f"step of control_dt = {control_dt!r} s. Pass horizon_seconds >= control_dt."
+        )
 
 
 def resolve_num_devices(num_devices: int | None, batch_size: int) -> int:
@@ -375,11 +436,19 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def prepare_run_folder(out: pathlib.Path | None, resume: bool, experiment: str) -> pathlib.Path:
-    """Create (or, with ``resume``, reopen) the run folder and its subfolders.
+def prepare_run_folder(
+    out: pathlib.Path | None,
+    resume: bool,
+    experiment: str,
+    subfolders: Sequence[str] = TRAINING_SUBFOLDERS,
+    resumable: bool = True,
+) -> pathlib.Path:
+    """Create (or, with ``resume``, reopen) the run folder and its ``subfolders``.
 
-    Raises :class:`RunFolderError` when ``out`` exists and is not empty without
-    ``resume``, or when ``resume`` is given without an existing run folder.
+    An experiment passes the subfolders it writes to, so none is left empty. Raises
+    :class:`RunFolderError` when ``out`` exists and is not empty without ``resume``, or
+    when ``resume`` is given without an existing run folder. ``resumable`` False (an
+    experiment without ``--resume``) drops the advice to pass ``--resume`` from the error.
     """
     if out is None:
         if resume:
@@ -400,13 +469,17 @@ def prepare_run_folder(out: pathlib.Path | None, resume: bool, experiment: str) 
             "experiment. Check the path, or start a new run without --resume."
         )
     if not resume and out.exists() and any(out.iterdir()):
-        raise RunFolderError(
-            f"run folder {out} already exists and is not empty. Pass --resume to continue "
-            "it, or choose another --out."
-        )
-    for sub in ("checkpoints", "plots", "tensorboard"):
+        if resumable:
+            advice = "Pass --resume to continue it, or choose another --out."
+        else:
+            advice = (
+                f"{experiment} cannot resume a run, so choose another --out (a new or "
+                "empty folder)."
+            )
+        raise RunFolderError(f"run folder {out} already exists and is not empty. {advice}")
+    for folder in (out, *(out / sub for sub in subfolders)):
         try:
-            (out / sub).mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise RunFolderError(
                 f"cannot create the run folder {out}: {error}. Choose an --out path whose "
@@ -416,33 +489,45 @@ def prepare_run_folder(out: pathlib.Path | None, resume: bool, experiment: str) 
 
 
 def save_config(run_folder: pathlib.Path, config: Any, resume: bool) -> dict[str, Any]:
-    """Write ``config.json``; on resume, check the stored config matches this one."""
+    """Write ``config.json``; on resume, check the stored config matches this one.
+
+    A resumed run may change the fields in :data:`RESUME_CHANGEABLE_FIELDS`
+    (``num_devices``). The change is logged, and ``config.json`` is rewritten with the
+    new value, so it records the setting that the run continues with.
+    """
     values = dataclasses.asdict(config)
     path = run_folder / "config.json"
-    if resume:
-        stored = json.loads(path.read_text())
-        requested = json.loads(json.dumps(values))
-        if stored != requested:
-            # The command-line choices first: they are the usual cause.
-            differing = sorted(
-                (
-                    key
-                    for key in set(stored) | set(requested)
-                    if stored.get(key) != requested.get(key)
-                ),
-                key=lambda key: (key not in ("quick", "seeds"), key),
+    if not resume:
+        path.write_text(json.dumps(values, indent=2) + "\n")
+        return values
+    stored = json.loads(path.read_text())
+    requested = json.loads(json.dumps(values))
+    differing = [
+        key for key in set(stored) | set(requested) if stored.get(key) != requested.get(key)
+    ]
+    fixed = [key for key in differing if key not in RESUME_CHANGEABLE_FIELDS]
+    if fixed:
+        # The command-line choices first: they are the usual cause.
+        fixed.sort(key=lambda key: (key not in ("quick", "seeds"), key))
+        details = ", ".join(
+            f"{key}: stored {stored.get(key)!r}, requested {requested.get(key)!r}" for key in fixed
+        )
+        raise RunFolderError(
+            f"the configuration in {path} differs from this run's ({details}). Resume "
+            "with the options of the original run (for example the same --quick and "
+            "--seeds). A folder written by another version of the experiment cannot be "
+            "resumed, so start a new run folder for it."
+        )
+    if differing:
+        for key in sorted(differing):
+            logging.getLogger(__name__).info(
+                "resuming %s with %s = %r, which was %r. Checkpoints restore on any "
+                "device count, and config.json now records the new value",
+                run_folder,
+                key,
+                requested.get(key),
+                stored.get(key),
             )
-            details = ", ".join(
-                f"{key}: stored {stored.get(key)!r}, requested {requested.get(key)!r}"
-                for key in differing
-            )
-            raise RunFolderError(
-                f"the configuration in {path} differs from this run's ({details}). Resume "
-                "with the options of the original run (for example the same --quick and "
-                "--seeds). A folder written by another version of the experiment cannot be "
-                "resumed, so start a new run folder for it."
-            )
-    else:
         path.write_text(json.dumps(values, indent=2) + "\n")
     return values
 

@@ -322,14 +322,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
     )
-    common.add_common_arguments(parser)
+    common.add_common_arguments(
+        parser,
+        quick_help="measure fewer horizons, with fewer start states per gradient",
+        resumable=False,
+    )
     args = parser.parse_args(argv)
     common.configure_logging(args.log_level)
     if args.resume:
         parser.error("--resume is not supported: this experiment trains nothing, so rerun it.")
     config = GradientHorizonConfig.create(args.quick)
     try:
-        run_folder = common.prepare_run_folder(args.out, False, EXPERIMENT)
+        # The plot creates plots/ when it is written.
+        run_folder = common.prepare_run_folder(
+            args.out, False, EXPERIMENT, subfolders=(), resumable=False
+        )
         common.save_config(run_folder, config, False)
     except common.RunFolderError as error:
         parser.error(str(error))

@@ -166,14 +166,27 @@ class PrecisionConfig:
         )
 
     def validate(self) -> None:
-        """Raise ``ValueError`` for unknown precisions or a ``num_devices`` that is not a
-        local device count dividing ``batch_size``."""
+        """Raise ``ValueError`` for unknown precisions, a count or learning rate out of
+        range, or a ``num_devices`` that is not a local device count dividing
+        ``batch_size``."""
         unknown = [name for name in self.precisions if name not in PRECISIONS]
         if unknown or not self.precisions:
             raise ValueError(
                 f"precisions = {self.precisions!r} is invalid: pass one or more of "
                 f"{', '.join(PRECISIONS)}."
             )
+        common.check_integers(
+            self,
+            (
+                "vertical_steps",
+                "rigid_body_steps",
+                "batch_size",
+                "train_pool",
+                "validation_states",
+                "held_out_states",
+            ),
+        )
+        common.check_positive_numbers(self, ("learning_rate",))
         common.check_num_devices(self.num_devices, {"batch_size": self.batch_size})
 
     def steps_of(self, vehicle: str) -> int:
@@ -283,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
     )
-    common.add_common_arguments(parser)
+    full = PrecisionConfig.create(False, PRECISIONS).held_out_states
+    quick = PrecisionConfig.create(True, PRECISIONS).held_out_states
+    common.add_common_arguments(parser, common.quick_help(full, quick), resumable=False)
     common.add_override_argument(parser)
     common.add_num_devices_argument(parser)
     parser.add_argument(
@@ -301,7 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         config = common.with_num_devices(config, args.num_devices)
         config = common.apply_overrides(config, args.set)
         config.validate()
-        run_folder = common.prepare_run_folder(args.out, False, EXPERIMENT)
+        # The runs write metrics.jsonl and results.json into the run folder itself.
+        run_folder = common.prepare_run_folder(
+            args.out, False, EXPERIMENT, subfolders=(), resumable=False
+        )
         common.save_config(run_folder, config, False)
     except (ValueError, common.RunFolderError) as error:
         parser.error(str(error))

@@ -84,6 +84,8 @@ from diffland.training.parallel import DataParallel
 from experiments import common
 
 EXPERIMENT = "throughput"
+BENCHMARK = True
+"""Marks a benchmark: ``diffland bench`` runs it, and ``diffland train`` does not offer it."""
 FIGURES = (
     "throughput",
     "anchors",
@@ -241,10 +243,27 @@ class ThroughputConfig:
             "memory_batch",
             "compile_batch",
             "brax_horizon",
+            "ppo_num_envs",
+            "ppo_batch_size",
+            "ppo_minibatches",
+            "ppo_unroll",
+            "ppo_updates_per_batch",
+            "ppo_eval_every_steps",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} = {value!r} is invalid: pass an integer >= 1.")
+        if any(isinstance(v, bool) or not (isinstance(v, int) and v >= 1) for v in self.ppo_hidden):
+            raise ValueError(
+                f"ppo_hidden = {self.ppo_hidden!r} is invalid: pass layer widths, integers >= 1."
+            )
+        # The PPO of brax 0.14.2 (brax/training/agents/ppo/train.py) asserts this.
+        if (self.ppo_batch_size * self.ppo_minibatches) % self.ppo_num_envs:
+            raise ValueError(
+                f"ppo_num_envs = {self.ppo_num_envs} is invalid: ppo_batch_size x "
+                f"ppo_minibatches = {self.ppo_batch_size * self.ppo_minibatches} must be a "
+                "multiple of it, as brax's PPO requires."
+            )
         for name in ("max_call_seconds", "ppo_cap_seconds", "apg_cap_seconds"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -1157,7 +1176,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=f"python -m experiments.{EXPERIMENT}", description=__doc__.split("\n\n")[0]
     )
     common.add_common_arguments(
-        parser, quick_help="a reduced sweep: batch sizes up to 1,024, one gradient horizon"
+        parser,
+        quick_help="a reduced sweep: batch sizes up to 1,024, one gradient horizon",
+        resumable=False,
     )
     parser.add_argument(
         "--figures",
@@ -1248,7 +1269,11 @@ def main(argv: list[str] | None = None) -> int:
         config = ThroughputConfig.create(args.quick, **changes)
         config = common.apply_overrides(config, args.set)
         config.validate()
-        run_folder = common.prepare_run_folder(args.out, False, EXPERIMENT)
+        # The plot creates plots/ when it is written. The benchmark writes no other
+        # subfolder.
+        run_folder = common.prepare_run_folder(
+            args.out, False, EXPERIMENT, subfolders=(), resumable=False
+        )
         common.save_config(run_folder, config, False)
     except (ValueError, common.RunFolderError) as error:
         parser.error(str(error))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import math
 import pathlib
 import sys
 import time
@@ -110,12 +109,7 @@ class VerticalLandingConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} = {value!r} is invalid: pass an integer >= 1.")
-        for name in ("control_dt", "horizon_seconds"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
-                raise ValueError(
-                    f"{name} = {value!r} is invalid: pass a positive number of seconds."
-                )
+        common.check_rollout_time(self.control_dt, self.horizon_seconds)
         check_settings(self, ("pid", "neuro_pid", "mlp"))
 
 

@@ -330,3 +330,82 @@ def test_render_smoke_writes_files(tiny_run):
         assert path.stat().st_size > 0, path
     with Image.open(tiny_run / "render" / "landing_mlp.gif") as gif:
         assert gif.n_frames == 4
+
+
+def test_benchmark_listed_apart(capsys):
+    assert "throughput" not in cli.discover_experiments()
+    assert "time_to_threshold" not in cli.discover_experiments()
+    assert set(cli.discover_benchmarks()) == {"throughput"}
+
+    assert cli.main(["list"]) == 0
+
+    text = capsys.readouterr().out
+    experiments = text.split("experiments:")[1].split("benchmarks")[0]
+    benchmarks = text.split("benchmarks (run with diffland bench):")[1]
+    assert "throughput" not in experiments
+    assert "time_to_threshold" not in experiments
+    assert "throughput" in benchmarks
+
+
+@pytest.mark.parametrize("name", ["throughput", "time_to_threshold"])
+def test_train_rejects_non_experiment(name, tmp_path, monkeypatch, capsys):
+    from experiments import throughput
+
+    def fail(argv):
+        raise AssertionError(f"diffland train ran {name}")
+
+    monkeypatch.setattr(throughput, "main", fail)
+    folder = tmp_path / "run"
+
+    assert cli.main(["train", name, "--out", str(folder)]) == 2
+
+    message = capsys.readouterr().err
+    if name == "throughput":
+        assert "throughput is a benchmark, not a training experiment" in message
+        assert "diffland bench" in message
+    else:
+        assert "unknown experiment 'time_to_threshold'" in message
+    assert not folder.exists()
+
+
+def _write_bench_results(folder, rates, devices=1):
+    folder.mkdir()
+    rows = [
+        {
+            "vehicle": "vertical",
+            "configuration": "core",
+            "controller": "fixed",
+            "path": "batched",
+            "devices": devices,
+            "batch": batch,
+            "steps_per_second": rate,
+        }
+        for batch, rate in rates.items()
+    ]
+    anchors = {
+        "rows": [{"anchor": "CartPole-v1", "batch": 64, "devices": 1, "steps_per_second": 5e6}]
+    }
+    config = {"quick": True, "host_devices": devices}
+    common.write_results(
+        folder, "throughput", config, {"total": 1.0}, throughput=rows, anchors=anchors
+    )
+
+
+def test_compare_benchmark_runs(tmp_path):
+    _write_bench_results(tmp_path / "a", {1: 1.5e5, 64: 2.5e6})
+    _write_bench_results(tmp_path / "b", {1: 1.25e5, 64: 4.5e6}, devices=2)
+
+    table = cli.compare_table((tmp_path / "a", tmp_path / "b"))
+
+    row = next(line for line in table.splitlines() if line.startswith("vertical core fixed  64"))
+    assert row.split()[-2:] == ["2.5e+06", "4.5e+06"]
+    assert any(line.split()[-2:] == ["5e+06", "5e+06"] for line in table.splitlines())
+    assert "host_devices: 1 | 2" in table
+
+
+def test_compare_rejects_benchmark_and_training(tmp_path):
+    _write_bench_results(tmp_path / "a", {1: 1.5e5})
+    _write_results(tmp_path / "b", "vertical_landing", 0.75, 20)
+
+    with pytest.raises(cli.CliError, match="cannot mix benchmark and training runs"):
+        cli.compare_table((tmp_path / "a", tmp_path / "b"))

@@ -1,12 +1,22 @@
-"""The vertical-landing experiment: a tiny end-to-end run, its results file and its run
-folder checks."""
+"""The vertical-landing experiment: a tiny end-to-end run and its results file. The run
+folder and config checks that every experiment shares."""
 
 import dataclasses
 import json
+import logging
 
 import pytest
 
-from experiments import common, vertical_landing
+from experiments import (
+    booster_landing,
+    common,
+    planar_landing,
+    precision,
+    rigid_body_landing,
+    robustness,
+    throughput,
+    vertical_landing,
+)
 from experiments.vertical_landing import ControllerSetting, VerticalLandingConfig
 
 CONTROLLERS = ("pid_hand", "pid_tuned", "neuro_pid", "mlp", "fuel_optimal")
@@ -155,3 +165,102 @@ def test_main_rejects_zero_seeds(tmp_path, capsys):
 
     assert exit_info.value.code == 2
     assert "--seeds 0 is invalid: pass an integer >= 1" in capsys.readouterr().err
+
+
+def test_resume_accepts_new_num_devices(tmp_path, caplog):
+    folder = common.prepare_run_folder(tmp_path / "run", resume=False, experiment="x")
+    common.save_config(folder, tiny_config(), resume=False)
+    moved = dataclasses.replace(tiny_config(), num_devices=1)
+
+    with caplog.at_level(logging.INFO, logger=common.__name__):
+        values = common.save_config(folder, moved, resume=True)
+
+    assert values["num_devices"] == 1
+    assert json.loads((folder / "config.json").read_text())["num_devices"] == 1
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("num_devices = 1, which was None" in message for message in messages)
+
+
+def test_resume_checks_fields_besides_num_devices(tmp_path):
+    folder = common.prepare_run_folder(tmp_path / "run", resume=False, experiment="x")
+    common.save_config(folder, tiny_config(), resume=False)
+    changed = dataclasses.replace(tiny_config(), num_devices=1, held_out_states=HELD_OUT + 1)
+
+    with pytest.raises(common.RunFolderError, match="differs from this run's") as error:
+        common.save_config(folder, changed, resume=True)
+
+    assert "held_out_states" in str(error.value)
+    assert "num_devices" not in str(error.value)
+    assert json.loads((folder / "config.json").read_text())["num_devices"] is None
+
+
+def test_prepare_run_folder_creates_only_subfolders(tmp_path):
+    folder = common.prepare_run_folder(
+        tmp_path / "new", resume=False, experiment="x", subfolders=("plots",)
+    )
+
+    assert folder.is_dir()
+    assert [path.name for path in folder.iterdir()] == ["plots"]
+
+
+def test_nonempty_folder_message_without_resume(tmp_path):
+    (tmp_path / "notes.txt").write_text("an earlier run\n")
+
+    with pytest.raises(common.RunFolderError, match="already exists and is not empty") as error:
+        common.prepare_run_folder(tmp_path, resume=False, experiment="x", resumable=False)
+
+    assert "--resume" not in str(error.value)
+    assert "x cannot resume a run, so choose another --out" in str(error.value)
+
+
+def _fail_if_run(*args, **kwargs):
+    raise AssertionError("the experiment ran although its config is invalid")
+
+
+INVALID_SETTINGS = [
+    (vertical_landing, "horizon_seconds=0.01", "horizon_seconds = 0.01 is invalid"),
+    (planar_landing, "control_dt=0", "control_dt = 0.0 is invalid"),
+    (planar_landing, "substeps=0", "substeps = 0 is invalid"),
+    (planar_landing, "horizon_seconds=nan", "horizon_seconds = nan is invalid"),
+    (planar_landing, "horizon_seconds=0.01", "horizon_seconds = 0.01 is invalid"),
+    (planar_landing, "train_pool=0", "train_pool = 0 is invalid"),
+    (planar_landing, "validation_states=0", "validation_states = 0 is invalid"),
+    (planar_landing, "held_out_states=-1", "held_out_states = -1 is invalid"),
+    (planar_landing, "sampling_chunk=0", "sampling_chunk = 0 is invalid"),
+    (rigid_body_landing, "substeps=0", "substeps = 0 is invalid"),
+    (robustness, "train_pool=0", "train_pool = 0 is invalid"),
+    (precision, "vertical_steps=0", "vertical_steps = 0 is invalid"),
+    (precision, "rigid_body_steps=0", "rigid_body_steps = 0 is invalid"),
+    (precision, "batch_size=0", "batch_size = 0 is invalid"),
+    (precision, "learning_rate=0", "learning_rate = 0.0 is invalid"),
+    (precision, "train_pool=0", "train_pool = 0 is invalid"),
+    (precision, "validation_states=0", "validation_states = 0 is invalid"),
+    (precision, "held_out_states=0", "held_out_states = 0 is invalid"),
+    (throughput, "ppo_num_envs=0", "ppo_num_envs = 0 is invalid"),
+    (throughput, "ppo_num_envs=300", "ppo_num_envs = 300 is invalid"),
+    (throughput, "ppo_unroll=0", "ppo_unroll = 0 is invalid"),
+    (throughput, "ppo_eval_every_steps=0", "ppo_eval_every_steps = 0 is invalid"),
+    (throughput, "ppo_hidden=0", r"ppo_hidden = (0,) is invalid"),
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "assignment", "expected"),
+    INVALID_SETTINGS,
+    ids=[f"{module.__name__.split('.')[-1]}-{text}" for module, text, _ in INVALID_SETTINGS],
+)
+def test_invalid_setting_leaves_no_folder(
+    module, assignment, expected, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(module, "run", _fail_if_run, raising=False)
+    monkeypatch.setattr(booster_landing, "run", _fail_if_run)
+    if module is throughput:
+        monkeypatch.setattr(throughput, "configure_host_devices", lambda count: 1)
+    folder = tmp_path / "run"
+
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--quick", "--out", str(folder), "--set", assignment])
+
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
+    assert not folder.exists()

@@ -132,3 +132,14 @@ def test_main_prints_both_tables(tmp_path, monkeypatch, capsys):
     assert "success ood" in output
     assert f"{'mlp':<12}{'75.00%':>10}{'50.00%':>14}" in output
     assert "timings (s): compile 1.0, train 2.0, eval 3.0, total 6.0" in output
+
+
+def test_quick_help_states_held_out_size(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        robustness.main(["--help"])
+
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "same held-out set" not in text
+    quick = robustness.QUICK["held_out_states"]
+    assert f"({quick} start states instead of {robustness.CONFIG.held_out_states})" in text

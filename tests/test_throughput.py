@@ -158,6 +158,9 @@ def test_config_rejects_unknown_figure():
         ({"anchor_names": ("Foo-v1",)}, "anchor_names"),
         ({"threshold_eval_every": 0}, "threshold_eval_every = 0"),
         ({"max_call_seconds": -1.0}, "max_call_seconds = -1.0 is invalid"),
+        ({"ppo_minibatches": 0}, "ppo_minibatches = 0 is invalid"),
+        ({"ppo_hidden": (64, 0)}, r"ppo_hidden = \(64, 0\) is invalid"),
+        ({"ppo_num_envs": 384}, "must be a multiple of it"),
     ],
 )
 def test_config_rejects_bad_values(change, expected):
@@ -395,3 +398,33 @@ def test_time_to_threshold_tiny():
     assert entry["ppo"]["held_out_evaluations"] == 2
     assert entry["ppo"]["reached"] is (entry["ppo"]["success_rate"] >= 0.99)
     assert "text" in entry["ppo_over_apg"]
+
+
+def test_main_creates_no_unused_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(throughput, "configure_host_devices", lambda count: 1)
+    monkeypatch.setattr(throughput, "run", lambda config, run_folder: {})
+    folder = tmp_path / "run"
+
+    assert throughput.main(["--quick", "--out", str(folder), "--figures", "compile"]) == 0
+
+    assert sorted(path.name for path in folder.iterdir()) == ["config.json"]
+
+
+def test_nonempty_out_message_without_resume(tmp_path, capsys):
+    (tmp_path / "results.json").write_text("{}\n")
+
+    with pytest.raises(SystemExit) as exit_info:
+        throughput.main(["--quick", "--out", str(tmp_path)])
+
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "already exists and is not empty" in message
+    assert "Pass --resume" not in message
+    assert "throughput cannot resume a run" in message
+
+
+def test_help_does_not_offer_resume(capsys):
+    with pytest.raises(SystemExit):
+        throughput.main(["--help"])
+
+    assert "--resume" not in capsys.readouterr().out
