@@ -11,7 +11,18 @@ import numpy as np
 import pytest
 
 from diffland.controllers import VerticalPID
-from diffland.dynamics import SimConfig, VerticalLander, falcon9_like, make_vertical_state
+from diffland.dynamics import (
+    RigidBody,
+    SimConfig,
+    VerticalLander,
+    falcon9_like,
+    falcon9_like_rigid_body,
+    make_rigid_body_state,
+    make_vertical_state,
+    rotation,
+)
+from diffland.dynamics.aero import steady_wind
+from diffland.dynamics.simulate import control_step, initial_sim_state, physics_step
 from diffland.training import LandingCost, LandingTask, batch_rollout, init_controller
 from diffland.training.cost import landing_cost_terms
 
@@ -136,3 +147,84 @@ def test_remat_lowers_backward_memory():
     none, step, nested = (backward_temp_bytes(mode, 1600) for mode in ("none", "step", "nested"))
     assert step < none
     assert nested < step
+
+
+def rigid_body_setup():
+    """Return a 6-DOF booster with drag and a steady wind, simulated with RK4 in 2 sub-steps.
+
+    Its feet start 0.3 m up and fall at 5 m/s, so it touches down inside the first
+    control step."""
+    vehicle = RigidBody(drag=True)
+    params = falcon9_like_rigid_body(drag=True, dtype=jnp.float64)
+    tilt = rotation.from_axis_angle(jnp.array([0.3, 1.0, 0.0]), jnp.array(0.05))
+    state = make_rigid_body_state(
+        position=(1.0, -2.0, 0.0),
+        velocity=(0.5, -0.3, -5.0),
+        mass=30_000.0,
+        quaternion=tilt,
+        angular_velocity=(0.01, -0.02, 0.005),
+        wind=steady_wind(jnp.array([3.0, -1.0])),
+        dtype=jnp.float64,
+    )
+    height = vehicle.height(state, params)
+    state = state.replace(position=state.position.at[2].add(0.3 - height))
+    sim = SimConfig(control_dt=0.1, substeps=2, horizon=1)
+    return vehicle, params, sim, state
+
+
+def plain_control_step(vehicle, sim, state, action, params):
+    """The sub-steps of ``control_step`` as a plain loop of ``physics_step``, without
+    ``jax.checkpoint``."""
+    for _ in range(sim.substeps):
+        state = physics_step(vehicle, sim.integrator, state, action, params, sim.physics_dt)
+    return state
+
+
+def test_checkpointed_substeps_keep_gradient_float64(x64):
+    vehicle, params, sim, state = rigid_body_setup()
+    action = jnp.array([0.6, 0.02, -0.03])
+    weights = jax.random.normal(jax.random.PRNGKey(1), (16,), jnp.float64)
+
+    def summary(step):
+        def loss(state, action):
+            final = step(vehicle, sim, initial_sim_state(state), action, params)
+            leaves = [final.vehicle.position, final.vehicle.velocity, final.vehicle.quaternion]
+            leaves += [final.vehicle.angular_velocity, final.vehicle.mass[None]]
+            leaves += [final.touchdown_time[None], final.time[None]]
+            return jnp.dot(weights, jnp.concatenate(leaves)), final
+
+        return loss
+
+    checked = jax.jit(jax.value_and_grad(summary(control_step), (0, 1), has_aux=True))
+    plain = jax.jit(jax.value_and_grad(summary(plain_control_step), (0, 1), has_aux=True))
+    (value, final), grads = checked(state, action)
+    (expected_value, _), expected_grads = plain(state, action)
+
+    assert bool(final.touched_down)
+    assert float(value) == pytest.approx(float(expected_value), rel=1e-12)
+    for actual, expected in zip(
+        jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(expected_grads), strict=True
+    ):
+        assert bool(jnp.all(jnp.isfinite(actual)))
+        np.testing.assert_allclose(actual, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_control_step_checkpoints_physics_steps():
+    vehicle, params, sim, state = rigid_body_setup()
+    action = jnp.array([0.6, 0.02, -0.03])
+    jaxpr = jax.make_jaxpr(
+        lambda s: control_step(vehicle, sim, initial_sim_state(s), action, params)
+    )(state)
+    primitives = {equation.primitive.name for equation in _all_equations(jaxpr.jaxpr)}
+    # jax 0.10.2 names the primitive of jax.checkpoint "remat2" in a jaxpr.
+    assert primitives & {"checkpoint", "remat2"}
+
+
+def _all_equations(jaxpr):
+    """Yield every equation of ``jaxpr`` and of the jaxprs nested in its parameters."""
+    for equation in jaxpr.eqns:
+        yield equation
+        for value in equation.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if isinstance(inner, jax.extend.core.Jaxpr):
+                yield from _all_equations(inner)

@@ -58,7 +58,9 @@ class SimConfig:
     """Rematerialisation (``jax.checkpoint``) of the rollout for the backward pass, which
     trades recomputation for memory without changing values or gradients:
 
-    - ``"none"``: the backward pass keeps every intermediate of every control step.
+    - ``"none"``: the backward pass keeps every intermediate of the controller and the
+      inputs of every physics step (:func:`control_step` checkpoints each physics step
+      in all modes, so its intermediates are recomputed).
     - ``"step"``: each control step is checkpointed, so only the carried state of every
       step is kept and the step's intermediates are recomputed during the backward pass.
     - ``"nested"``: the horizon is split into segments of ``remat_segment`` steps (a scan
@@ -301,15 +303,27 @@ def control_step(
     Several sub-steps run as an inner ``lax.scan``, so the compiled program contains one
     physics step whatever their number. Unrolled sub-steps made compile time grow faster
     than linearly with their number.
+
+    Each physics step is checkpointed (``jax.checkpoint``): a backward pass keeps only
+    the step's inputs and recomputes its intermediates, which changes no value or
+    gradient. Without it, the compiled gradient of the 6-DOF booster (RK4, drag and
+    wind) kept 427 per-lander intermediates per physics step, counted in its HLO. With
+    it, the backward-pass memory of 128 control steps of 2 sub-steps fell from 157 MiB
+    to 28 MiB at 256 landers. At 4,096 landers the loss with its gradient ran 1.2 times
+    faster (both compiled in one process, jax 0.10.2, 2-core AVX-512 Xeon under load).
     """
+
+    # The jax.checkpoint documentation (jax 0.10.2) calls its protection against
+    # common-subexpression elimination unnecessary inside lax.scan. Called outside a
+    # scan, XLA may merge the recomputation with the forward step, which keeps the
+    # values and gives up only the memory saving.
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def step(current: SimState) -> SimState:
+        return physics_step(vehicle, config.integrator, current, action, params, config.physics_dt)
+
     if config.substeps == 1:
-        return physics_step(vehicle, config.integrator, sim, action, params, config.physics_dt)
-
-    def substep(current, _):
-        step = physics_step(vehicle, config.integrator, current, action, params, config.physics_dt)
-        return step, None
-
-    sim, _ = jax.lax.scan(substep, sim, None, length=config.substeps)
+        return step(sim)
+    sim, _ = jax.lax.scan(lambda current, _: (step(current), None), sim, None, config.substeps)
     return sim
 
 
