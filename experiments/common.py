@@ -202,8 +202,8 @@ def add_override_argument(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="change config fields, for example --set mlp.steps=50 control_dt=0.1 (the "
-        "fields of config.json, nested ones joined by dots)",
+        help="change config fields, for example --set mlp.steps=50 control_dt=0.1 in a "
+        "training experiment (the fields of its config.json, nested ones joined by dots)",
     )
 
 
@@ -224,25 +224,43 @@ def _field_names(cls: type, prefix: str = "") -> list[str]:
     return names
 
 
+def _fixed_length(args: tuple) -> int | None:
+    """Return the item count of ``tuple[T1, T2, ...]`` from its type arguments, or None for
+    ``tuple[T, ...]`` (any length)."""
+    if not args or args[-1] is Ellipsis:
+        return None
+    return len(args)
+
+
 def _type_name(kind: Any) -> str:
     if typing.get_origin(kind) is tuple:
-        element = (typing.get_args(kind) or (str,))[0]
-        return f"a comma-separated list of {getattr(element, '__name__', element)}"
+        args = typing.get_args(kind)
+        element = (args or (str,))[0]
+        name = getattr(element, "__name__", element)
+        count = _fixed_length(args)
+        if count is not None:
+            return f"exactly {count} comma-separated values of type {name}"
+        return f"a comma-separated list of {name}"
     return f"a value of type {getattr(kind, '__name__', kind)}"
 
 
 def _parse_tuple(text: str, args: tuple) -> tuple | None:
     """Return the comma-separated ``text`` (brackets optional) as a tuple of the element
-    type of ``tuple[T, ...]``, or None when an item does not convert."""
+    type of ``tuple[T, ...]`` (or ``tuple[T, T]``, which also needs the right count), or
+    None when an item does not convert or the count is wrong."""
     element = args[0] if args else str
     if element not in (int, float, str):
         return None
     inner = text.strip().removeprefix("[").removeprefix("(")
     inner = inner.removesuffix("]").removesuffix(")")
     try:
-        return tuple(element(item.strip()) for item in inner.split(",") if item.strip())
+        items = tuple(element(item.strip()) for item in inner.split(",") if item.strip())
     except ValueError:
         return None
+    count = _fixed_length(args)
+    if count is not None and len(items) != count:
+        return None
+    return items
 
 
 def _parse_value(key: str, text: str, kind: Any) -> Any:

@@ -159,14 +159,17 @@ class ConvexGuidanceConfig:
             "held_out_states",
             "compared_states",
             "imitation_states",
-            "reference_nodes",
-            "nodes",
             "imitation_steps_per_interval",
         )
         for name in counts:
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} = {value!r} is invalid: pass an integer >= 1.")
+        # A discretised trajectory needs a start node and an end node.
+        for name in ("reference_nodes", "nodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, int) and value >= 2):
+                raise ValueError(f"{name} = {value!r} is invalid: pass an integer >= 2.")
         if self.imitation_states > self.train_pool:
             raise ValueError(
                 f"imitation_states = {self.imitation_states} is invalid: the teacher starts "
@@ -200,8 +203,9 @@ class ConvexGuidanceConfig:
                 f"horizon_seconds = {self.horizon_seconds} is invalid: pass at least one "
                 f"control period (control_dt = {self.control_dt} s)."
             )
-        low, high = self.search_interval
-        if not 0 < low < high:
+        interval = self.search_interval
+        low, high = interval if len(interval) == 2 else (math.nan, math.nan)
+        if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
             raise ValueError(
                 f"search_interval = {self.search_interval!r} is invalid: pass two times of "
                 "flight in s with 0 < low < high."

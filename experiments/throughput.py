@@ -1199,7 +1199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--horizon", type=int, default=None, help="control steps per timed scan (default 1000)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=None, help="timed calls per median (default 5)"
+        "--repeats", type=int, default=None, help="timed calls per median, at least 5 (default 5)"
     )
     parser.add_argument("--vehicles", type=_names, default=None, help=f"from {','.join(VEHICLES)}")
     parser.add_argument(

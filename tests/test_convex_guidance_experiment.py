@@ -146,7 +146,11 @@ def test_eval_without_optima_names_file(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("assignment", "expected"),
     [
-        ("nodes=0", "nodes = 0 is invalid: pass an integer >= 1"),
+        ("nodes=0", "nodes = 0 is invalid: pass an integer >= 2"),
+        ("nodes=1", "nodes = 1 is invalid: pass an integer >= 2"),
+        ("reference_nodes=1", "reference_nodes = 1 is invalid: pass an integer >= 2"),
+        ("search_interval=30,inf", "search_interval = (30.0, inf) is invalid"),
+        ("search_interval=30", "search_interval takes exactly 2 comma-separated values"),
         ("imitation_states=9000", "pass at most train_pool = 1024"),
         ("control_dt=-1", "control_dt = -1.0 is invalid: pass a positive number"),
         ("mlp.batch_size=0", "mlp: TrainConfig.batch_size = 0"),
