@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import pathlib
+import re
 import sys
 from typing import Annotated, Any, Literal
 
@@ -172,7 +173,7 @@ def _discover_modules(benchmarks: bool) -> dict[str, str]:
         source = path.read_text(encoding="utf-8")
         if _has_main_entry(source) and _is_benchmark(source) == benchmarks:
             docstring = ast.get_docstring(ast.parse(source)) or ""
-            found[path.stem] = " ".join(docstring.split("\n\n")[0].split())
+            found[path.stem] = plain_summary(docstring)
     return found
 
 
@@ -617,6 +618,18 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+_SPHINX_ROLE = re.compile(r":[a-z]+:`~?([\w.]+)`")
+
+
+def plain_summary(docstring: str) -> str:
+    """Return the first paragraph of ``docstring`` on one line, with Sphinx roles such as
+    ``:func:`~diffland.x.f``` reduced to the object's last name and double backticks
+    removed, for terminal output."""
+    first = " ".join(docstring.split("\n\n")[0].split())
+    first = _SPHINX_ROLE.sub(lambda match: match.group(1).rsplit(".", 1)[-1], first)
+    return first.replace("``", "")
+
+
 def list_components() -> dict[str, dict[str, str]]:
     """Return the vehicles, environments, controllers and experiments with one line each."""
     import flax.linen as nn
@@ -626,7 +639,7 @@ def list_components() -> dict[str, dict[str, str]]:
     from diffland.envs import ENVIRONMENTS
 
     def first_line(item) -> str:
-        return (inspect.getdoc(item) or "").split("\n\n")[0].replace("\n", " ")
+        return plain_summary(inspect.getdoc(item) or "")
 
     vehicles = {
         name: first_line(item)

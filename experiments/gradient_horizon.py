@@ -133,6 +133,20 @@ class GradientHorizonConfig:
             return cls()
         return cls(quick=True, horizons=(100, 500, 2000), rigid_body_horizons=(100,), batch_size=8)
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid setting."""
+        for name in ("horizons", "rigid_body_horizons"):
+            values = getattr(self, name)
+            if not values or any(isinstance(h, bool) or h < 1 for h in values):
+                raise ValueError(
+                    f"{name} = {values!r} is invalid: pass one or more control-step counts "
+                    ">= 1, for example 100,500."
+                )
+        for name in ("truncation", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} = {value!r} is invalid: pass an integer >= 1.")
+
     def horizons_of(self, vehicle: str) -> tuple[int, ...]:
         return self.rigid_body_horizons if vehicle == "rigid_body" else self.horizons
 
@@ -327,11 +341,16 @@ def main(argv: list[str] | None = None) -> int:
         quick_help="measure fewer horizons, with fewer start states per gradient",
         resumable=False,
     )
+    common.add_override_argument(parser)
     args = parser.parse_args(argv)
     common.configure_logging(args.log_level)
     if args.resume:
         parser.error("--resume is not supported: this experiment trains nothing, so rerun it.")
-    config = GradientHorizonConfig.create(args.quick)
+    try:
+        config = common.apply_overrides(GradientHorizonConfig.create(args.quick), args.set)
+        config.validate()
+    except ValueError as error:
+        parser.error(str(error))
     try:
         # The plot creates plots/ when it is written.
         run_folder = common.prepare_run_folder(

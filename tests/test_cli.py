@@ -409,3 +409,23 @@ def test_compare_rejects_benchmark_and_training(tmp_path):
 
     with pytest.raises(cli.CliError, match="cannot mix benchmark and training runs"):
         cli.compare_table((tmp_path / "a", tmp_path / "b"))
+
+
+def test_plain_summary_strips_sphinx_roles():
+    docstring = (
+        "The stage of :func:`~diffland.dynamics.presets.falcon9_like` from\n"
+        ":class:`LandingBurnScenario` and ``PLANAR_SCENARIO``.\n\nSecond paragraph."
+    )
+
+    summary = cli.plain_summary(docstring)
+
+    assert summary == "The stage of falcon9_like from LandingBurnScenario and PLANAR_SCENARIO."
+
+
+def test_list_prints_no_sphinx_roles(capsys):
+    assert cli.main(["list"]) == 0
+
+    output = capsys.readouterr().out
+    assert ":func:" not in output
+    assert ":class:" not in output
+    assert "``" not in output

@@ -50,6 +50,40 @@ def test_gradient_horizon_tiny_run(run_folder):
     assert (run_folder / "plots" / "gradient_horizon.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize(
+    ("assignment", "expected"),
+    [
+        ("batch_size=0", "batch_size = 0 is invalid: pass an integer >= 1"),
+        ("truncation=-5", "truncation = -5 is invalid"),
+        ("horizons=0,100", "horizons = (0, 100) is invalid"),
+        ("rigid_body_horizons=", "rigid_body_horizons = () is invalid"),
+    ],
+)
+def test_gradient_horizon_bad_set_leaves_no_folder(assignment, expected, tmp_path, capsys):
+    folder = tmp_path / "run"
+
+    with pytest.raises(SystemExit) as exit_info:
+        gradient_horizon.main(["--out", str(folder), "--set", assignment])
+
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
+    assert not folder.exists()
+
+
+def test_gradient_horizon_set_changes_config(tmp_path, monkeypatch):
+    captured = {}
+
+    def fake_run(config, run_folder):
+        captured["config"] = config
+        raise SystemExit(0)
+
+    monkeypatch.setattr(gradient_horizon, "run", fake_run)
+    with pytest.raises(SystemExit):
+        gradient_horizon.main(["--out", str(tmp_path / "run"), "--set", "batch_size=4"])
+
+    assert captured["config"].batch_size == 4
+
+
 def test_gradient_horizon_rejects_resume(tmp_path):
     with pytest.raises(SystemExit):
         gradient_horizon.main(["--resume", "--out", str(tmp_path / "run")])
