@@ -88,8 +88,8 @@ def add_common_arguments(
 
 NUM_DEVICES_HELP = (
     "devices that each training batch is split over, recorded as num_devices in "
-    "config.json (default: every local device when every batch size divides by their "
-    "count, else 1). A CPU is one JAX device unless Python starts with "
+    "config.json (default: each controller's batch over every local device when its size "
+    "divides by their count, else over 1). A CPU is one JAX device unless Python starts with "
     "XLA_FLAGS=--xla_force_host_platform_device_count=N in the environment, which splits "
     "it into N devices"
 )
