@@ -34,8 +34,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Test processes; XLA compiles mostly on one thread, so two processes use both cores.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # Builds the API reference and guides into site/; warnings are errors.
 docs: $(DOCS_STAMP)
