@@ -3,32 +3,10 @@
 import json
 
 import pytest
+from test_booster_experiment import HELD_OUT, tiny_config
 
 from diffland import cli
-from diffland.training import ImitationConfig
 from experiments import booster_landing, common, robustness
-from experiments.vertical_landing import ControllerSetting
-
-HELD_OUT = 8
-
-
-def tiny_config():
-    setting = ControllerSetting(steps=2, learning_rate=1e-3, batch_size=4)
-    return booster_landing.BoosterLandingConfig(
-        quick=True,
-        control_dt=0.25,
-        substeps=1,
-        horizon_seconds=20.0,
-        train_pool=16,
-        validation_states=4,
-        held_out_states=HELD_OUT,
-        sampling_chunk=256,
-        pid=setting,
-        neuro_pid=setting,
-        mlp=setting,
-        imitation=ImitationConfig(steps=3, batch_size=16),
-        imitation_states=4,
-    )
 
 
 @pytest.fixture(scope="module")

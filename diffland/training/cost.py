@@ -224,14 +224,14 @@ def accumulate_landing_summary(
     active: jax.Array,
 ) -> LandingSummary:
     """Fold one control step (index ``step``, vehicle ``state`` at its start, ``action``
-    over it, ``active``) into ``summary``; the accumulator of
-    :func:`~diffland.dynamics.reduce_rollout`."""
+    over it, ``active``) into ``summary``. This is the accumulator that
+    :func:`~diffland.dynamics.reduce_rollout` calls."""
     height = vehicle.height(state, params)
     # Strictly lower only, so that of equally low states the first one is kept.
     lower = height < summary.lowest_height
     normalised = _normalised_action(vehicle, action, params)
     weight = active.astype(summary.effort_sum.dtype)
-    # Step 0 has no previous action; its change gets weight zero.
+    # Step 0 has no previous action, so its change gets weight zero.
     change_weight = weight * (step > 0).astype(weight.dtype)
     change = jnp.sum((normalised - summary.last_action) ** 2)
     updated = LandingSummary(
@@ -313,10 +313,10 @@ def summary_outcome(
     """Return the outcome of one rollout from its final simulation state and summary.
 
     The descent ends at touchdown or, for a lander still in flight at the end of the
-    horizon, at its lowest point: the final state if it is at most as high as every
-    control-step state, else the first lowest one. Propellant used is counted to the end
-    of the descent, so a booster that stops above the ground and climbs away is not
-    charged for the climb.
+    horizon, at its lowest point. That point is the final state if it is at most as high
+    as every control-step state, and else the first lowest control-step state.
+    Propellant used is counted to the end of the descent, so a booster that stops above
+    the ground and climbs away is not charged for the climb.
     """
     measures = vehicle.touchdown_measures(final.vehicle, params)
     within = within_limits(cost, measures)
