@@ -251,19 +251,22 @@ class _MaterializedDerivative:
 
 def _physics_step(vehicle, integrator, sim, action, params, dt, materialize=False):
     start = sim.vehicle
-    stepper = _MaterializedDerivative(vehicle) if materialize else vehicle
+    # The rate at the start of the step, from the vehicle's own derivative.
+    start_rate = vehicle.derivative(start, action, params)
+    stepper = vehicle
+    if materialize:
+        start_rate = _materialize(vehicle, start_rate)
+        stepper = _MaterializedDerivative(vehicle)
     end = integrator.step(stepper, start, action, params, dt)
     if materialize:
         end = _materialize(vehicle, end)
     end = vehicle.project(end, params)
+    if materialize:
+        end = _materialize(vehicle, end)
     h0 = vehicle.height(start, params)
     h1 = vehicle.height(end, params)
-
-    # Height rate at the start of the step, from the vehicle's own derivative.
-    start_rate = vehicle.derivative(start, action, params)
     rate = jax.jvp(lambda s: vehicle.height(s, params), (start,), (start_rate,))[1]
     if materialize:
-        end, start_rate = _materialize(vehicle, end), _materialize(vehicle, start_rate)
         h0, h1, rate = components.shared((h0, h1, rate))
     crossed = (h0 > 0.0) & ((h1 <= 0.0) | _dips_below_ground(h0, h1, rate * dt))
     crossed = crossed & ~sim.touched_down
@@ -533,6 +536,36 @@ def final_state_batch(
     compiles the step without the options that make it fast (the caller's ``jit`` sets
     those), so time it as a top-level call.
     """
+    run, devices, inputs = _batch_program(initial_states, params, policy_carry, devices)
+    return run(vehicle, config, policy, devices, *inputs)
+
+
+def lower_final_state_batch(
+    vehicle: Vehicle,
+    config: SimConfig,
+    policy: Policy,
+    initial_states: State,
+    params: Params,
+    policy_carry: Any,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+) -> jax.stages.Lowered:
+    """Return the program that :func:`final_state_batch` runs for these arguments,
+    lowered but not compiled or run.
+
+    Compile it (``.compile()``) to read XLA's cost and memory analysis or its HLO. The
+    program is that of one device, with ``len(initial_states) / len(devices)`` landers.
+    XLA's cost analysis counts the body of a loop once, so to count one control step
+    pass ``config`` with ``horizon=1`` and at most 4,096 landers per device (larger
+    shards loop over chunks of that size).
+    """
+    run, devices, inputs = _batch_program(initial_states, params, policy_carry, devices)
+    return run.lower(vehicle, config, policy, devices, *inputs)
+
+
+def _batch_program(initial_states, params, policy_carry, devices):
+    """Check the batch against the devices and return the jitted program of
+    :func:`final_state_batch`, the devices as a tuple and the program's inputs."""
     devices = tuple(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices is empty; pass at least one device, or None for all.")
@@ -549,7 +582,7 @@ def final_state_batch(
     # on the 1-D lander (a failed buffer check), so such shards compile without them.
     fast = is_concrete(inputs) and batch > len(devices)
     run = _final_state_batch if fast else _final_state_batch_nested
-    return run(vehicle, config, policy, devices, *inputs)
+    return run, devices, inputs
 
 
 def _batch_size(states: State) -> int:
