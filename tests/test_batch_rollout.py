@@ -75,15 +75,21 @@ def vmapped_final(vehicle, config, policy, starts, params, carry):
 
 
 @pytest.mark.parametrize(
-    ("drag", "config"),
+    ("drag", "gimbal_lag", "config"),
     [
-        (False, SimConfig(control_dt=0.05, substeps=1, horizon=80, integrator=SemiImplicitEuler())),
-        (True, SimConfig(control_dt=0.1, substeps=2, horizon=40, integrator=RK4())),
+        (
+            False,
+            False,
+            SimConfig(control_dt=0.05, substeps=1, horizon=80, integrator=SemiImplicitEuler()),
+        ),
+        (True, False, SimConfig(control_dt=0.1, substeps=2, horizon=40, integrator=RK4())),
+        # With the actuator lag the gimbal angles are a state, not a constant field.
+        (True, True, SimConfig(control_dt=0.1, substeps=2, horizon=40, integrator=RK4())),
     ],
-    ids=["core", "drag-rk4"],
+    ids=["core", "drag-rk4", "gimbal-lag"],
 )
-def test_rigid_body_batch_matches_vmap(x64, drag, config):
-    vehicle = RigidBody(drag=drag)
+def test_rigid_body_batch_matches_vmap(x64, drag, gimbal_lag, config):
+    vehicle = RigidBody(drag=drag, gimbal_lag=gimbal_lag)
     params = falcon9_like_rigid_body(drag=drag, dtype=jnp.float64)
     starts = rigid_body_starts(drag)
     carry = jnp.array(0.0)
@@ -95,6 +101,12 @@ def test_rigid_body_batch_matches_vmap(x64, drag, config):
     assert touched.any()
     assert not touched.all()
     assert_same_final(batched, reference)
+    # With the lag the gimbal follows its commands. Without it, the angles stay constant.
+    moved = np.abs(np.asarray(batched.vehicle.gimbal - starts.gimbal)).max()
+    if gimbal_lag:
+        assert moved > 1e-3
+    else:
+        assert moved == 0.0
 
 
 def test_planar_batch_matches_vmap(x64):

@@ -195,8 +195,12 @@ class RigidBody(Vehicle):
     planet_rotation: bool = False
 
     kinematic_fields = ("position", "quaternion")
-    constant_fields = ("wind",)
     component_tuples = True
+
+    @property
+    def constant_fields(self) -> tuple[str, ...]:
+        """The wind, and the gimbal angles unless ``gimbal_lag`` makes them a state."""
+        return ("wind",) if self.gimbal_lag else ("wind", "gimbal")
 
     @property
     def action_size(self) -> int:
@@ -300,25 +304,31 @@ class RigidBody(Vehicle):
         engine_force, engine_torque = self._engine(state, action, params)
         aero_force, aero_torque = self._aerodynamics(state, params)
         force = components.add(components.rotate(quaternion, engine_force), aero_force)
+        # Products with 1/m rather than divisions by m: a vector division costs several
+        # multiplications.
+        inverse_mass = 1.0 / state.mass
         acceleration = (
-            force[0] / state.mass,
-            force[1] / state.mass,
-            force[2] / state.mass - params.gravity,
+            force[0] * inverse_mass,
+            force[1] * inverse_mass,
+            force[2] * inverse_mass - params.gravity,
         )
         if self.planet_rotation:
             acceleration = components.add(acceleration, self._planet_acceleration(state, params))
 
-        # Euler's equations with I = m diag(k^2).
+        # Euler's equations with I = m diag(k^2): domega/dt = I^-1 tau - I^-1 (omega x I omega),
+        # and m cancels in the second term.
         radius = components.split(params.radius_of_gyration, 3)
-        inertia = tuple(state.mass * k**2 for k in radius)
+        squared_radius = tuple(k**2 for k in radius)
         omega = components.split(state.angular_velocity, 3)
         torque = components.add(engine_torque, aero_torque)
         if self.rcs:
             torque = components.add(torque, components.split(self.rcs_torque(action, params), 3))
-        momentum = tuple(i * w for i, w in zip(inertia, omega, strict=True))
-        gyroscopic = components.cross(omega, momentum)
+        gyroscopic = components.cross(
+            omega, tuple(k2 * w for k2, w in zip(squared_radius, omega, strict=True))
+        )
         angular_acceleration = tuple(
-            (t - g) / i for t, g, i in zip(torque, gyroscopic, inertia, strict=True)
+            (t * inverse_mass - g) * (1.0 / k2)
+            for t, g, k2 in zip(torque, gyroscopic, squared_radius, strict=True)
         )
 
         gimbal = components.split(state.gimbal, 2)
