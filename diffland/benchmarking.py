@@ -91,23 +91,35 @@ def memory_figures(compiled: Any) -> dict[str, int | None]:
     return {name: getattr(analysis, name, None) if analysis else None for name in names}
 
 
-def compiled_flops(compiled: Any) -> float | None:
-    """Return the floating-point operations XLA's ``cost_analysis()`` counts, or None.
+def compiled_cost(compiled: Any) -> dict[str, float | None]:
+    """Return ``flops`` and ``bytes_accessed`` from XLA's ``cost_analysis()``, each None
+    when XLA gives no analysis.
 
     XLA counts a loop body once, whatever its trip count, so compile the step alone to
-    count one step.
+    count one step. ``bytes_accessed`` adds up the operand and result bytes of every
+    instruction of the optimised program (each fusion once), so it measures the traffic
+    between fused loops, not what the cache hierarchy serves.
     """
     try:
         analysis = compiled.cost_analysis()
     except (NotImplementedError, RuntimeError):
-        return None
+        return {"flops": None, "bytes_accessed": None}
     if isinstance(analysis, Sequence) and not isinstance(analysis, Mapping):
         # Older JAX versions return one dictionary per computation.
         analysis = analysis[0] if analysis else None
     if analysis is None:
-        return None
-    # XLA leaves the key out of a computation without arithmetic (a constant action).
-    return float(analysis.get("flops", 0.0))
+        return {"flops": None, "bytes_accessed": None}
+    # XLA leaves a key out of a computation without arithmetic (a constant action).
+    return {
+        "flops": float(analysis.get("flops", 0.0)),
+        "bytes_accessed": float(analysis.get("bytes accessed", 0.0)),
+    }
+
+
+def compiled_flops(compiled: Any) -> float | None:
+    """Return the floating-point operations XLA's ``cost_analysis()`` counts, or None
+    (see :func:`compiled_cost`)."""
+    return compiled_cost(compiled)["flops"]
 
 
 def parse_cpuinfo(text: str) -> dict[str, Any]:

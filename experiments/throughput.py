@@ -71,6 +71,7 @@ from diffland.dynamics import (
     final_state,
     final_state_batch,
     initial_sim_state,
+    lower_final_state_batch,
     physics_step,
 )
 from diffland.scenarios import (
@@ -866,14 +867,55 @@ def compile_figure(config: ThroughputConfig) -> list[dict[str, Any]]:
 # -- figure 6: distance to the hardware limit -------------------------------------------------
 
 
-def step_flops(setup: VehicleSetup, kind: str, batch: int) -> dict[str, Any]:
-    """Count the FLOPs of one control step per lander: the controller once plus
-    ``substeps`` physics steps, each compiled alone for a batch of ``batch`` so that no
-    loop body is counted once for several trips."""
+STEP_COST_LANDERS = 1024
+"""Landers per device in the programs that :func:`step_cost` compiles."""
+
+
+def step_cost(setup: VehicleSetup, kind: str, devices: int) -> dict[str, Any]:
+    """Count XLA's FLOPs and bytes accessed per lander and control step.
+
+    ``flops_per_step`` and ``bytes_per_step`` come from the program that figure 1 times
+    (:func:`~diffland.dynamics.lower_final_state_batch`), compiled for one control step
+    with :data:`STEP_COST_LANDERS` landers per device. The bytes include one conversion
+    of the state into the component layout and back. ``vmap_flops_per_step`` counts the
+    same step written as ``jax.vmap`` of the controller and of ``substeps`` physics
+    steps, each compiled alone. The difference is the work that XLA's fusion repeats
+    there (see :func:`~diffland.dynamics.components.shared`).
+    """
+    batch = STEP_COST_LANDERS * devices
     states = draw_starts(setup, min(batch, 256), batch)
-    sims = jax.vmap(initial_sim_state)(states)
     example = jax.tree_util.tree_map(lambda x: x[0], states)
     make_policy, variables, carry = _controller(setup, kind, example)
+    placed, used = _place(states, devices)
+    one_step = dataclasses.replace(setup.sim, horizon=1)
+    lowered = lower_final_state_batch(
+        setup.vehicle,
+        one_step,
+        make_policy(variables),
+        placed,
+        setup.params,
+        carry,
+        devices=jax.local_devices()[:used],
+    )
+    cost = benchmarking.compiled_cost(lowered.compile())
+    landers = batch // used
+
+    def per_lander(value):
+        return None if value is None else value / landers
+
+    return {
+        "flops_per_step": per_lander(cost["flops"]),
+        "bytes_per_step": per_lander(cost["bytes_accessed"]),
+        "vmap_flops_per_step": _vmap_step_flops(setup, make_policy, variables, carry, states),
+    }
+
+
+def _vmap_step_flops(setup: VehicleSetup, make_policy, variables, carry, states) -> float | None:
+    """Return the FLOPs per lander of one control step as ``jax.vmap`` programs: the
+    controller once plus ``substeps`` physics steps, each compiled alone so that no loop
+    body stands for several trips."""
+    batch = jax.tree_util.tree_leaves(states)[0].shape[0]
+    sims = jax.vmap(initial_sim_state)(states)
 
     def act(variables, sims):
         policy = make_policy(variables)
@@ -896,13 +938,8 @@ def step_flops(setup: VehicleSetup, kind: str, batch: int) -> dict[str, Any]:
     policy_flops = benchmarking.compiled_flops(jax.jit(act).lower(variables, sims).compile())
     physics_flops = benchmarking.compiled_flops(jax.jit(physics).lower(sims, actions).compile())
     if policy_flops is None or physics_flops is None:
-        return {"flops_per_step": None}
-    per_step = (policy_flops + setup.sim.substeps * physics_flops) / batch
-    return {
-        "controller_flops_per_step": policy_flops / batch,
-        "physics_flops_per_physics_step": physics_flops / batch,
-        "flops_per_step": per_step,
-    }
+        return None
+    return (policy_flops + setup.sim.substeps * physics_flops) / batch
 
 
 def hardware_limit_figure(
@@ -923,10 +960,10 @@ def hardware_limit_figure(
             best[key] = row
     for (name, configuration, kind), row in best.items():
         setup = vehicle_setup(name, configuration, config.horizon)
-        flops = step_flops(setup, kind, min(row["batch"], 1024))
-        achieved = (
-            flops["flops_per_step"] * row["steps_per_second"] if flops["flops_per_step"] else None
-        )
+        cost = step_cost(setup, kind, row["devices"])
+        rate = row["steps_per_second"]
+        achieved = cost["flops_per_step"] * rate if cost["flops_per_step"] else None
+        traffic = cost["bytes_per_step"] * rate if cost["bytes_per_step"] else None
         device_share = row["devices"] / max(peak["cores"], 1)
         peak_used = peak["peak_flops"] * min(device_share, 1.0)
         rows.append(
@@ -936,9 +973,10 @@ def hardware_limit_figure(
                 "controller": kind,
                 "batch": row["batch"],
                 "devices": row["devices"],
-                "steps_per_second": row["steps_per_second"],
-                **flops,
+                "steps_per_second": rate,
+                **cost,
                 "achieved_flops": achieved,
+                "bytes_per_second": traffic,
                 "peak_flops_of_devices": peak_used,
                 "fraction_of_peak": achieved / peak_used if achieved and peak_used else None,
             }
@@ -1028,9 +1066,12 @@ def format_tables(results: dict[str, Any]) -> str:
             fraction = row["fraction_of_peak"]
             lines.append(
                 f"{row['vehicle']:<11} {row['configuration']:<5} {row['controller']:<6} "
-                f"{_format_rate(row.get('flops_per_step')):>8} FLOP/step, "
+                f"{_format_rate(row.get('flops_per_step')):>8} FLOP/step "
+                f"({_format_rate(row.get('vmap_flops_per_step'))} as jax.vmap), "
                 f"{_format_rate(row['achieved_flops'])} FLOP/s, "
-                f"{'-' if fraction is None else f'{fraction:.2%}'} of the peak"
+                f"{'-' if fraction is None else f'{fraction:.2%}'} of the peak, "
+                f"{_format_rate(row.get('bytes_per_step'))} B/step, "
+                f"{_format_rate(row.get('bytes_per_second'))} B/s"
             )
         parts.append("\n".join(lines))
     if "time_to_threshold" in results:

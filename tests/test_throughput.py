@@ -243,15 +243,18 @@ def test_tiny_run_other_figures(tiny_results):
     assert all(row["flops_per_step"] > 0 for row in limit_rows)
 
 
-def test_step_flops_of_fixed_action(monkeypatch):
-    monkeypatch.setattr(throughput, "draw_starts", fixed_starts)
-    setup = throughput.vehicle_setup("vertical", "core", 5)
+def test_step_cost_counts_one_control_step():
+    core = throughput.step_cost(throughput.vehicle_setup("rigid_body", "core", 5), "fixed", 1)
+    longer = throughput.step_cost(throughput.vehicle_setup("rigid_body", "core", 50), "fixed", 1)
+    full = throughput.step_cost(throughput.vehicle_setup("rigid_body", "full", 5), "fixed", 1)
 
-    flops = throughput.step_flops(setup, "fixed", 2)
-
-    assert flops["controller_flops_per_step"] == 0.0
-    assert flops["physics_flops_per_physics_step"] > 0
-    assert flops["flops_per_step"] == flops["physics_flops_per_physics_step"]
+    # The count is per control step, whatever the horizon of the timed scan.
+    assert longer["flops_per_step"] == core["flops_per_step"]
+    # Two RK4 sub-steps with drag and wind do several times the work of one Euler step.
+    assert full["flops_per_step"] > 4 * core["flops_per_step"]
+    # The component layout with its barriers repeats less work than jax.vmap.
+    assert core["flops_per_step"] < core["vmap_flops_per_step"]
+    assert core["bytes_per_step"] > 0
 
 
 SHARDING_SCRIPT = textwrap.dedent(
