@@ -112,8 +112,19 @@ def wind_velocity(wind: Wind, height: jax.Array) -> jax.Array:
         angles = wind.gust_wavenumber[:, None] * height + wind.gust_phase
         gusts = wind.gust_amplitude * components.sin_cos(angles)[0]
         return wind.steady + jnp.sum(gusts, axis=0)
-    # A batch with the batch last: written out per axis and mode, so every term is
-    # elementwise on the batch shape and XLA compiles it into flat loops.
+    return jnp.stack(wind_components(wind, height))
+
+
+def wind_components(wind: Wind, height: jax.Array) -> components.Vector:
+    """Return :func:`wind_velocity` as a tuple with one array per horizontal axis.
+
+    For a batch with the batch last (the layout of
+    :func:`~diffland.dynamics.simulate.final_state_batch`) every term is written out per
+    axis and mode, elementwise on the batch shape, so XLA compiles it into flat loops
+    without a concatenation of the axes.
+    """
+    if jnp.ndim(height) == 0:
+        return tuple(wind_velocity(wind, height))
     axes = []
     for axis in range(wind.steady.shape[0]):
         total = wind.steady[axis]
@@ -121,7 +132,7 @@ def wind_velocity(wind: Wind, height: jax.Array) -> jax.Array:
             angle = wind.gust_wavenumber[mode] * height + wind.gust_phase[mode, axis]
             total = total + wind.gust_amplitude[mode, axis] * components.sin_cos(angle)[0]
         axes.append(total)
-    return jnp.stack(axes)
+    return tuple(axes)
 
 
 def air_density(height, sea_level_density, scale_height):

@@ -258,7 +258,7 @@ class RigidBody(Vehicle):
         quaternion = components.split(state.quaternion, 4)
         axis = components.body_z_axis(quaternion)
         height = components.split(state.position, 3)[2]
-        wind = aero.wind_velocity(state.wind, height)
+        wind = aero.wind_components(state.wind, height)
         density = aero.air_density(height, params.sea_level_density, params.scale_height)
         wind, density = components.shared((wind, density))
         relative = (velocity[0] - wind[0], velocity[1] - wind[1], velocity[2])
