@@ -110,7 +110,7 @@ def wind_velocity(wind: Wind, height: jax.Array) -> jax.Array:
     """Return the horizontal wind velocity at ``height`` (m), m/s, shape ``(n,)``."""
     if jnp.ndim(height) == 0:
         angles = wind.gust_wavenumber[:, None] * height + wind.gust_phase
-        gusts = wind.gust_amplitude * components.sin_cos(angles)[0]
+        gusts = wind.gust_amplitude * components.sin(angles)
         return wind.steady + jnp.sum(gusts, axis=0)
     return jnp.stack(wind_components(wind, height))
 
@@ -130,7 +130,7 @@ def wind_components(wind: Wind, height: jax.Array) -> components.Vector:
         total = wind.steady[axis]
         for mode in range(wind.gust_wavenumber.shape[0]):
             angle = wind.gust_wavenumber[mode] * height + wind.gust_phase[mode, axis]
-            total = total + wind.gust_amplitude[mode, axis] * components.sin_cos(angle)[0]
+            total = total + wind.gust_amplitude[mode, axis] * components.sin(angle)
         axes.append(total)
     return tuple(axes)
 
