@@ -194,11 +194,18 @@ def test_batch_rejects_uneven_split():
         )
 
 
-def test_sin_cos_float32_accuracy():
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "jit"])
+def test_sin_cos_float32_accuracy(compiled):
     angles = np.concatenate(
-        [np.linspace(-400.0, 400.0, 200_001), np.random.default_rng(0).uniform(-5e4, 5e4, 10_000)]
+        [
+            np.linspace(-400.0, 400.0, 200_001),
+            np.random.default_rng(0).uniform(-5e4, 5e4, 10_000),
+            # Multiples of pi/2 up to 5e4 rad, where the reduction needs every part.
+            np.arange(-31_830, 31_831) * (np.pi / 2),
+        ]
     ).astype(np.float32)
-    sine, cosine = jax.jit(components.sin_cos)(jnp.asarray(angles))
+    function = jax.jit(components.sin_cos) if compiled else components.sin_cos
+    sine, cosine = function(jnp.asarray(angles))
     exact = angles.astype(np.float64)
     np.testing.assert_allclose(np.asarray(sine, np.float64), np.sin(exact), rtol=0, atol=2e-7)
     np.testing.assert_allclose(np.asarray(cosine, np.float64), np.cos(exact), rtol=0, atol=2e-7)
