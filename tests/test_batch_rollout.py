@@ -17,6 +17,7 @@ from diffland.dynamics import (
     falcon9_like_rigid_body,
     final_state,
     final_state_batch,
+    lower_final_state_batch,
     rotation,
     simulate,
 )
@@ -191,6 +192,40 @@ def test_batch_rejects_uneven_split():
     with pytest.raises(ValueError, match="does not split evenly over 2 devices"):
         final_state_batch(
             vehicle, config, lambda s, p, c: (jnp.ones(1), c), starts, params, (), devices=devices
+        )
+
+
+@pytest.mark.parametrize(
+    ("starts", "devices", "message"),
+    [
+        (
+            make_vertical_state(jnp.ones(0), jnp.ones(0), jnp.ones(0)),
+            None,
+            "contains no lander",
+        ),
+        (
+            make_vertical_state(jnp.ones(4) * 50.0, -jnp.ones(2), jnp.ones(4) * 30_000.0),
+            None,
+            r"batch sizes \[2, 4\]",
+        ),
+        (
+            make_vertical_state(jnp.ones(2) * 50.0, -jnp.ones(2), jnp.ones(2) * 30_000.0),
+            jax.devices()[0],
+            "is one device",
+        ),
+    ],
+    ids=["empty", "uneven-leaves", "one-device"],
+)
+def test_batch_rejects_bad_input(starts, devices, message):
+    with pytest.raises(ValueError, match=message):
+        lower_final_state_batch(
+            VerticalLander(),
+            SimConfig(horizon=2),
+            lambda s, p, c: (jnp.ones(1), c),
+            starts,
+            falcon9_like(),
+            (),
+            devices=devices,
         )
 
 

@@ -763,3 +763,12 @@ def test_validate_per_lander_vector_params():
     with pytest.raises(ValueError, match=r"(?s)params\.radius_of_gyration = .* must be positive"):
         negative = per_lander.radius_of_gyration.at[1, 2].set(-1.0)
         RigidBody().validate(states, per_lander.replace(radius_of_gyration=negative))
+
+
+def test_gimbal_is_constant_field_without_lag():
+    assert RigidBody.constant_fields == ("wind",)
+    assert RigidBody().constant_fields == ("wind", "gimbal")
+    assert RigidBody(gimbal_lag=True).constant_fields == ("wind",)
+    # A subclass may extend the class attribute as a tuple.
+    extended = type("Extended", (RigidBody,), {"constant_fields": ("wind", "extra")})
+    assert extended().constant_fields == ("wind", "extra", "gimbal")

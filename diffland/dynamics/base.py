@@ -43,7 +43,9 @@ class Vehicle(abc.ABC):
     constant_fields: ClassVar[tuple[str, ...]] = ()
     """State fields whose time derivative is always zero (the wind a lander meets). The
     physics step carries them over unchanged instead of integrating and interpolating
-    zeros."""
+    zeros, so a field listed here never changes, whatever the derivative returns. An
+    instance may list more fields than its class: ``RigidBody`` adds its gimbal angles
+    when ``gimbal_lag`` is off."""
 
     component_tuples: ClassVar[bool] = False
     """True when :meth:`derivative`, :meth:`height` and :meth:`project` also accept a

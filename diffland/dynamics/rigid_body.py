@@ -195,12 +195,15 @@ class RigidBody(Vehicle):
     planet_rotation: bool = False
 
     kinematic_fields = ("position", "quaternion")
+    constant_fields = ("wind",)
     component_tuples = True
 
-    @property
-    def constant_fields(self) -> tuple[str, ...]:
-        """The wind, and the gimbal angles unless ``gimbal_lag`` makes them a state."""
-        return ("wind",) if self.gimbal_lag else ("wind", "gimbal")
+    def __post_init__(self):
+        # Without the actuator lag the gimbal angles never change, so an instance also
+        # lists them, and the physics step carries them over instead of integrating
+        # zeros. A subclass whose derivative moves them without the lag must undo this.
+        if not self.gimbal_lag and "gimbal" not in self.constant_fields:
+            object.__setattr__(self, "constant_fields", self.constant_fields + ("gimbal",))
 
     @property
     def action_size(self) -> int:

@@ -554,7 +554,7 @@ def lower_final_state_batch(
     lowered but not compiled or run.
 
     Compile it (``.compile()``) to read XLA's cost and memory analysis or its HLO. The
-    program is that of one device, with ``len(initial_states) / len(devices)`` landers.
+    program is that of one device, with the batch size over ``len(devices)`` landers.
     XLA's cost analysis counts the body of a loop once, so to count one control step
     pass ``config`` with ``horizon=1`` and at most 4,096 landers per device (larger
     shards loop over chunks of that size).
@@ -566,6 +566,11 @@ def lower_final_state_batch(
 def _batch_program(initial_states, params, policy_carry, devices):
     """Check the batch against the devices and return the jitted program of
     :func:`final_state_batch`, the devices as a tuple and the program's inputs."""
+    if isinstance(devices, jax.Device):
+        raise ValueError(
+            f"devices = {devices} is one device; pass a sequence such as [device], or None "
+            "for every local device."
+        )
     devices = tuple(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices is empty; pass at least one device, or None for all.")
@@ -591,7 +596,16 @@ def _batch_size(states: State) -> int:
         raise ValueError(
             "initial_states needs a batch axis first on every leaf; for one lander use final_state."
         )
-    return jnp.shape(leaves[0])[0]
+    sizes = {jnp.shape(leaf)[0] for leaf in leaves}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"the leaves of initial_states have batch sizes {sorted(sizes)}; pass the same "
+            "number of landers on the first axis of every leaf."
+        )
+    (size,) = sizes
+    if size == 0:
+        raise ValueError("initial_states contains no lander; pass a batch of at least one.")
+    return size
 
 
 _COMPONENT_COMPILER_OPTIONS = {
