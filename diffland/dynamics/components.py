@@ -132,12 +132,11 @@ def normalize_quaternion(q: Vector) -> Vector:
     gradient, as :func:`diffland.dynamics.rotation.normalize` does."""
     squared = dot(q, q)
     is_zero = squared == 0.0
-    # One division and four products: a vector division costs several multiplications.
-    inverse_norm = 1.0 / jnp.sqrt(jnp.where(is_zero, 1.0, squared))
-    is_zero, inverse_norm = shared((is_zero, inverse_norm))
+    norm = jnp.sqrt(jnp.where(is_zero, 1.0, squared))
+    is_zero, norm = shared((is_zero, norm))
     identity = (1.0, 0.0, 0.0, 0.0)
     return tuple(
-        jnp.where(is_zero, unit, component * inverse_norm)
+        jnp.where(is_zero, unit, component / norm)
         for unit, component in zip(identity, q, strict=True)
     )
 
