@@ -11,8 +11,18 @@ import numpy as np
 import optax
 import pytest
 
-from diffland.controllers import MLPPolicy, VerticalPID
-from diffland.dynamics import SimConfig, VerticalLander, falcon9_like, make_vertical_state
+from diffland.controllers import CascadedPID, MLPPolicy, VerticalPID
+from diffland.dynamics import (
+    RigidBody,
+    SimConfig,
+    VerticalLander,
+    falcon9_like,
+    falcon9_like_rigid_body,
+    make_rigid_body_state,
+    make_vertical_state,
+    rotation,
+)
+from diffland.dynamics.aero import steady_wind
 from diffland.training import (
     CheckpointStore,
     JsonlWriter,
@@ -182,6 +192,112 @@ def test_loss_jits_with_checks_on():
 
     assert np.isfinite(float(loss))
     assert "train/success_rate" in metrics
+
+
+# -- compiler options of the update ----------------------------------------------------
+
+BOOSTER = RigidBody(drag=True)
+"""The 6-DOF booster, whose derivative marks values with ``components.shared``."""
+
+
+def booster_pool(dtype):
+    """Return four tilted, spinning 6-DOF booster start states in a steady wind.
+
+    The lowest touches down in the first control step, and the highest stays in the air."""
+    params = falcon9_like_rigid_body(drag=True, dtype=dtype)
+    tilt = rotation.from_axis_angle(jnp.array([0.3, 1.0, 0.0]), jnp.array(0.05))
+    states = []
+    for index, height in enumerate((0.3, 4.0, 30.0, 80.0)):
+        state = make_rigid_body_state(
+            position=(float(index), -2.0, 0.0),
+            velocity=(0.5, -0.3, -5.0 - 4.0 * index),
+            mass=30_000.0,
+            quaternion=tilt,
+            angular_velocity=(0.01, -0.02, 0.005),
+            wind=steady_wind(jnp.array([3.0, -1.0])),
+            dtype=dtype,
+        )
+        lift = height - BOOSTER.height(state, params)
+        states.append(state.replace(position=state.position.at[2].add(lift)))
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def booster_trainer(dtype, batch_size, checks=False):
+    """Return a cascaded-PID trainer of the 6-DOF booster over 6 control steps."""
+    sim = SimConfig(control_dt=0.1, substeps=2, horizon=6)
+    task = LandingTask(BOOSTER, falcon9_like_rigid_body(drag=True, dtype=dtype), sim)
+    config = train_config(batch_size=batch_size, warmup_steps=0, checks=checks)
+    return Trainer(task, CascadedPID(BOOSTER, sim.control_dt), config, booster_pool(dtype))
+
+
+def barrier_count(compiled):
+    """Return the number of optimization barriers left in a compiled program's HLO."""
+    return compiled.as_text().count("opt-barrier")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("dtype", "batch_size", "rtol"),
+    [(jnp.float64, 4, 1e-9), (jnp.float32, 4, 1e-4)],
+)
+def test_update_with_options_matches_plain_jit(request, dtype, batch_size, rtol):
+    if dtype == jnp.float64:
+        request.getfixturevalue("x64")
+    trainer = booster_trainer(dtype, batch_size)
+    reference = booster_trainer(dtype, batch_size)
+    state = trainer.init()
+    trainer.compile(state)
+    # The reference update is a plain jax.jit, traced outside components.materializing
+    # and compiled with XLA's default options.
+    plain = jax.jit(reference._update_fn).lower(state, reference.train_states).compile()
+
+    assert barrier_count(trainer._update) > 0
+    assert barrier_count(plain) == 0
+    expected = state
+    for _ in range(3):
+        state, metrics = trainer.step(state)
+        expected, expected_metrics = plain(expected, reference.train_states)
+        for name in ("train/loss", "train/grad_norm"):
+            np.testing.assert_allclose(
+                float(metrics[name]), float(expected_metrics[name]), rtol=rtol, err_msg=name
+            )
+    for (path, want), got in zip(
+        jax.tree_util.tree_leaves_with_path(expected.params),
+        jax.tree_util.tree_leaves(state.params),
+        strict=True,
+    ):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(
+            np.asarray(got), np.asarray(want), rtol=rtol, err_msg=jax.tree_util.keystr(path)
+        )
+
+
+@pytest.mark.slow
+def test_update_with_options_traced_once():
+    # One lander on one device, with runtime checks. final_state_batch compiles such
+    # shards without the options, because XLA aborted on them for the 1-D lander.
+    trainer = booster_trainer(jnp.float32, 1, checks=True)
+    state = trainer.init()
+
+    for _ in range(3):
+        state, metrics = trainer.step(state)
+
+    assert trainer.trace_count == 1
+    assert barrier_count(trainer._update) > 0
+    assert int(state.step) == 3
+    assert np.isfinite(float(metrics["train/loss"]))
+    assert np.isfinite(float(metrics["train/grad_norm"]))
+
+
+def test_update_one_vertical_lander_per_device():
+    trainer = make_trainer(config=train_config(batch_size=1))
+
+    state, metrics = trainer.step(trainer.init())
+
+    assert trainer.parallel.device_count == 1
+    assert int(state.step) == 1
+    assert np.isfinite(float(metrics["train/loss"]))
+    assert np.isfinite(float(metrics["train/grad_norm"]))
 
 
 # -- checkpoint store --------------------------------------------------------------------

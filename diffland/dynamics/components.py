@@ -47,9 +47,10 @@ def shared(tree: Any) -> Any:
     barrier stops XLA's loop fusion from copying the whole expression of the values
     into each of their users, which in a batched physics step multiplied the work
     several times over. It has that effect only in programs compiled with the
-    optimization-barrier expansion pass disabled, as
-    :func:`~diffland.dynamics.simulate.final_state_batch` compiles them; XLA otherwise
-    removes barriers before fusion.
+    optimization-barrier expansion pass disabled
+    (:func:`~diffland.dynamics.simulate.component_compiler_options`), as
+    :func:`~diffland.dynamics.simulate.final_state_batch` and the trainer's update compile
+    them; XLA otherwise removes barriers before fusion.
     """
     if getattr(_barriers, "active", False):
         return jax.lax.optimization_barrier(tree)

@@ -614,7 +614,20 @@ _COMPONENT_COMPILER_OPTIONS = {
     # Vectorise with the full 512-bit registers on CPUs that have them.
     "xla_cpu_prefer_vector_width": 512,
 }
-"""XLA options of the program compiled by :func:`final_state_batch`."""
+"""XLA options of the program compiled by :func:`final_state_batch`. Other modules read
+them through :func:`component_compiler_options`."""
+
+
+def component_compiler_options() -> dict[str, Any]:
+    """Return a copy of the XLA options under which :func:`components.shared` takes effect.
+
+    Pass them as ``jax.jit(..., compiler_options=...)`` to a function traced inside
+    :func:`components.materializing`. They keep the optimization barriers until fusion
+    and prefer 512-bit vectors. :func:`final_state_batch` and the trainer's update compile
+    with them.
+    """
+    return dict(_COMPONENT_COMPILER_OPTIONS)
+
 
 _UNROLLED_SUBSTEPS = 4
 """Largest number of physics sub-steps that :func:`final_state_batch` writes out in

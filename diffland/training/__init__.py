@@ -46,6 +46,7 @@ from diffland.training.trainer import (
     Trainer,
     TrainResult,
     TrainState,
+    lower_training_function,
     make_optimizer,
 )
 
@@ -79,6 +80,7 @@ __all__ = [
     "landing_cost_terms",
     "landing_outcome",
     "landing_summary_rollout",
+    "lower_training_function",
     "make_optimizer",
     "rollout_outcomes",
     "summarize_outcomes",
