@@ -16,6 +16,7 @@ from diffland.dynamics import (
     RigidBody,
     SimConfig,
     VerticalLander,
+    components,
     falcon9_like,
     falcon9_like_rigid_body,
     make_rigid_body_state,
@@ -30,6 +31,7 @@ from diffland.training import (
     MetricsHistory,
     TrainConfig,
     Trainer,
+    lower_training_function,
     make_optimizer,
 )
 
@@ -287,6 +289,18 @@ def test_update_with_options_traced_once():
     assert int(state.step) == 3
     assert np.isfinite(float(metrics["train/loss"]))
     assert np.isfinite(float(metrics["train/grad_norm"]))
+
+
+@pytest.mark.parametrize(("backend", "barriers"), [("cpu", 1), ("gpu", 0)])
+def test_training_function_barriers_only_on_cpu(monkeypatch, backend, barriers):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+
+    def function(x):
+        return 2.0 * components.shared(jnp.sin(x)) + 1.0
+
+    compiled = lower_training_function(function, jnp.ones(8)).compile()
+
+    assert barrier_count(compiled) == barriers
 
 
 def test_update_one_vertical_lander_per_device():

@@ -224,27 +224,30 @@ def lower_training_function(
 ) -> jax.stages.Lowered:
     """Jit ``function`` as the trainer jits its update and lower it for ``args``.
 
-    The function is traced inside :func:`components.materializing` and compiled with
-    :func:`~diffland.dynamics.simulate.component_compiler_options`, so the vehicles'
-    :func:`components.shared` values stay optimization barriers through XLA's fusion.
-    Values and gradients are those of a plain ``jax.jit`` up to float rounding. NOTE: in
-    float32 that rounding grows along the rollout. With 64 control steps of the 6-DOF
-    booster, one gain's gradient (``kd``) differed by 1.7% from the plain ``jax.jit``.
-    On other start states the plain one's ``kd`` differed by 1.1% from float64. With
-    batch 1,024 split over 2 CPU devices and 64 control steps, the loss with its gradient
-    ran 1.18 and 1.29 times faster for the 6-DOF booster and 1.10 and 1.14 times for the
-    planar one. These are medians of the per-round time ratio in two runs. Each run
-    compiled both variants in one process and called them in turn for 12 rounds (jax
-    0.10.2, 2-core AVX-512 Xeon shared with other jobs).
+    On a CPU backend the function is traced inside :func:`components.materializing` and
+    compiled with :func:`~diffland.dynamics.simulate.component_compiler_options`, so the
+    vehicles' :func:`components.shared` values stay optimization barriers through XLA's
+    fusion. With batch 1,024 on 2 CPU devices and 64 control steps, the loss with its
+    gradient then ran 1.18 to 1.29 times faster for the 6-DOF booster and 1.10 to 1.14
+    times for the planar one (medians of the per-round time ratio of two runs, each
+    calling both variants in turn for 12 rounds in one process; jax 0.10.2, 2-core
+    AVX-512 Xeon). Other backends get a plain ``jax.jit``, since the gain was measured
+    on CPUs only.
+
+    Values and gradients equal those of a plain ``jax.jit`` up to float rounding. NOTE:
+    in float32 that rounding grows along the rollout: with 64 control steps of the 6-DOF
+    booster one gain's gradient (``kd``) differed by 1.7 % from the plain ``jax.jit``,
+    which itself differed by 1.1 % from float64 on other start states.
 
     ``jit_options`` go to ``jax.jit``. Returns the ``jax.stages.Lowered`` program, to be
-    compiled with ``.compile()``.
-
-    :func:`~diffland.dynamics.simulate.final_state_batch` compiles shards of one lander
-    without these options because XLA 0.10.2 aborted on them for the 1-D lander. The
-    loss with its gradient of all three vehicles compiled and ran with them at one
-    lander per device (2 CPU devices), so this function has no such fallback.
+    compiled with ``.compile()``. Unlike
+    :func:`~diffland.dynamics.simulate.final_state_batch`, which compiles shards of one
+    1-D lander without the options because XLA 0.10.2 aborted on them, this needs no
+    fallback: the loss with its gradient of all three vehicles compiled and ran with
+    them at one lander per device.
     """
+    if jax.default_backend() != "cpu":
+        return jax.jit(function, **jit_options).lower(*args)
     jitted = jax.jit(function, compiler_options=component_compiler_options(), **jit_options)
     with components.materializing():
         return jitted.lower(*args)
