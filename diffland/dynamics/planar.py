@@ -192,7 +192,10 @@ class PlanarBooster(Vehicle):
 
     def body_axis(self, state: PlanarState) -> jax.Array:
         """Return the unit body axis ``(sin theta, cos theta)``."""
-        return jnp.stack(components.sin_cos(state.pitch))
+        return jnp.stack(self._body_axis(state))
+
+    def _body_axis(self, state: PlanarState) -> components.Vector:
+        return components.sin_cos(state.pitch)
 
     def aerodynamics(self, state: PlanarState, params: PlanarParams):
         """Return the drag force ``(Fx, Fz)`` in N and its pitching torque in N m."""
@@ -206,7 +209,7 @@ class PlanarBooster(Vehicle):
         if not self.drag:
             zero = jnp.zeros_like(state.x)
             return (zero, zero), zero
-        axis = components.sin_cos(state.pitch)
+        axis = self._body_axis(state)
         wind = aero.wind_components(state.wind, state.z)[0]
         density = aero.air_density(state.z, params.sea_level_density, params.scale_height)
         axis, wind, density = components.shared((axis, wind, density))

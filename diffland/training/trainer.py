@@ -229,10 +229,10 @@ def lower_training_function(
     vehicles' :func:`components.shared` values stay optimization barriers through XLA's
     fusion. With batch 1,024 on 2 CPU devices and 64 control steps, the loss with its
     gradient then ran 1.18 to 1.29 times faster for the 6-DOF booster and 1.10 to 1.14
-    times for the planar one (medians of the per-round time ratio of two runs, each
-    calling both variants in turn for 12 rounds in one process; jax 0.10.2, 2-core
-    AVX-512 Xeon). Other backends get a plain ``jax.jit``, since the gain was measured
-    on CPUs only.
+    times for the planar one. These are medians of the per-round time ratio in two runs,
+    each calling both variants in turn for 12 rounds in one process (jax 0.10.2, 2-core
+    AVX-512 Xeon). Other backends get a plain ``jax.jit``, because the gain was
+    measured on CPUs only.
 
     Values and gradients equal those of a plain ``jax.jit`` up to float rounding. NOTE:
     in float32 that rounding grows along the rollout: with 64 control steps of the 6-DOF
