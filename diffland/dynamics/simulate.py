@@ -535,6 +535,10 @@ def final_state_batch(
     call. Called inside ``jax.jit`` or a gradient it gives the same values, but XLA then
     compiles the step without the options that make it fast (the caller's ``jit`` sets
     those), so time it as a top-level call.
+
+    NOTE: it does not call ``vehicle.validate``, so a NaN state runs through and a zero
+    quaternion comes out as upright. Call ``vehicle.validate(initial_states, params)``
+    once before timing or trusting the results.
     """
     run, devices, inputs = _batch_program(initial_states, params, policy_carry, devices)
     return run(vehicle, config, policy, devices, *inputs)
