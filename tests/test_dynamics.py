@@ -6,6 +6,7 @@ mass. Under constant thrust their solution is the rocket equation with gravity l
 ``v(t) = v0 - g t + c ln(m0 / m(t))`` with ``c = Isp g0`` and ``m(t) = m0 - mdot t``.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -21,9 +22,11 @@ from diffland.dynamics import (
     SimConfig,
     VerticalLander,
     falcon9_like,
+    initial_sim_state,
     make_vertical_params,
     make_vertical_state,
     open_loop_policy,
+    physics_step,
     rollout,
 )
 from diffland.training import LandingTask, batch_rollout, controller_rollout, init_controller
@@ -324,3 +327,79 @@ def test_touchdown_reversed_within_step(x64):
     assert float(trajectory.final.touchdown_time) < 0.1
     assert abs(float(trajectory.final.vehicle.altitude)) < 1e-9
     assert float(trajectory.final.vehicle.velocity) < 0.0
+
+
+# -- the physics step evaluates the start rate once --------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CountingLander(VerticalLander):
+    """The 1-D lander, recording each call of its derivative while a step is traced."""
+
+    calls: list = dataclasses.field(default_factory=list, compare=False)
+
+    def derivative(self, state, action, params):
+        self.calls.append(state)
+        return super().derivative(state, action, params)
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyingRK4(RK4):
+    """RK4 handed a copy of the start state, so the step cannot reuse its start rate."""
+
+    def step(self, vehicle, state, action, params, dt):
+        copy = jax.tree_util.tree_map(lambda x: x, state)
+        return super().step(vehicle, copy, action, params, dt)
+
+
+def one_step(vehicle, integrator, dt=0.1):
+    """Return ``f(altitude, velocity)``: the float64 state after one physics step of 0.6
+    throttle from a 30 t stage."""
+
+    def step(altitude, velocity):
+        start = make_vertical_state(altitude, velocity, 30_000.0, dtype=jnp.float64)
+        sim = initial_sim_state(start)
+        action = jnp.array([0.6], jnp.float64)
+        return physics_step(vehicle, integrator, sim, action, lander_params(), dt)
+
+    return step
+
+
+@pytest.mark.parametrize(
+    ("integrator", "calls"), [(RK4(), 4), (SemiImplicitEuler(), 2), (CopyingRK4(), 5)]
+)
+def test_physics_step_derivative_calls(x64, integrator, calls):
+    # RK4 evaluates 4 rates and semi-implicit Euler 2, the first at the start state, which
+    # the step has already evaluated for its touchdown check.
+    vehicle = CountingLander()
+
+    jax.make_jaxpr(one_step(vehicle, integrator))(100.0, -20.0)
+
+    assert len(vehicle.calls) == calls
+
+
+@pytest.mark.parametrize(
+    ("altitude", "velocity"),
+    [(100.0, -20.0), (0.5, -10.0)],
+    ids=["in-flight", "touchdown-within-step"],
+)
+def test_reused_start_rate_keeps_values_and_gradients(x64, altitude, velocity):
+    # The copy defeats the reuse, so both derivative calls at the start are traced and
+    # differentiated separately.
+    reused = one_step(VerticalLander(), RK4())
+    separate = one_step(VerticalLander(), CopyingRK4())
+
+    def outputs(step):
+        def flat(a, v):
+            sim = step(a, v)
+            vehicle = sim.vehicle
+            return jnp.stack([vehicle.altitude, vehicle.velocity, vehicle.mass, sim.touchdown_time])
+
+        return flat(altitude, velocity), jax.jacobian(flat, argnums=(0, 1))(altitude, velocity)
+
+    (value, jacobian), (want_value, want_jacobian) = outputs(reused), outputs(separate)
+
+    assert bool(reused(altitude, velocity).touched_down) == (altitude < 1.0)
+    np.testing.assert_allclose(value, want_value, rtol=1e-14)
+    for got, want in zip(jacobian, want_jacobian, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

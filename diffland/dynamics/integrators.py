@@ -25,7 +25,13 @@ class Integrator(abc.ABC):
     def step(
         self, vehicle: Vehicle, state: State, action: Action, params: Params, dt: float
     ) -> State:
-        """Advance ``state`` by ``dt`` seconds."""
+        """Advance ``state`` by ``dt`` seconds.
+
+        Inside :func:`~diffland.dynamics.simulate.physics_step`, ``vehicle.derivative``
+        called with ``state`` itself (the same object, not a copy) returns the rate that
+        the step has already computed at the start, so a method that needs it should
+        pass ``state`` unchanged.
+        """
 
 
 @dataclasses.dataclass(frozen=True)

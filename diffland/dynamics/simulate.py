@@ -216,7 +216,9 @@ def physics_step(
 ) -> SimState:
     """Advance one physics step with touchdown detection, interpolation and freezing.
 
-    Dot products in the step use :data:`DYNAMICS_MATMUL_PRECISION`.
+    The vehicle's derivative at the start state is computed once: the integrator's own
+    call at ``sim.vehicle`` returns it. Dot products in the step use
+    :data:`DYNAMICS_MATMUL_PRECISION`.
     """
     with jax.default_matmul_precision(DYNAMICS_MATMUL_PRECISION):
         return _physics_step(vehicle, integrator, sim, action, params, dt)
@@ -235,44 +237,48 @@ def _restore(vehicle: Vehicle, state: State, like: State) -> State:
     return state.replace(**{name: getattr(like, name) for name in vehicle.constant_fields})
 
 
-class _MaterializedDerivative:
-    """The wrapped vehicle, with the output of :meth:`derivative` passed through
-    :func:`_materialize`; the integrators use nothing else."""
+class _StepDerivative:
+    """The wrapped vehicle as one physics step shows it to the integrator.
 
-    def __init__(self, vehicle: Vehicle):
+    :meth:`derivative` passes its output through :func:`_materialize`, and at the start
+    state (the same object) it returns the rate that the step has already computed, so
+    that a backward pass differentiates that derivative once, with the cotangents of
+    both uses summed. XLA merges the two in a forward pass, but not their transposes.
+    The integrators use nothing else.
+    """
+
+    def __init__(self, vehicle: Vehicle, start: State, start_rate: State):
         self.vehicle = vehicle
+        self.start = start
+        self.start_rate = start_rate
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.vehicle, name)
 
     def derivative(self, state: State, action: jax.Array, params: Params) -> State:
+        if state is self.start:
+            return self.start_rate
         return _materialize(self.vehicle, self.vehicle.derivative(state, action, params))
 
 
-def _physics_step(vehicle, integrator, sim, action, params, dt, materialize=False):
+def _physics_step(vehicle, integrator, sim, action, params, dt):
+    """Return :func:`physics_step`. The values that several later expressions use pass
+    through :func:`components.shared`, which only matters inside
+    :func:`components.materializing`."""
     start = sim.vehicle
     # The rate at the start of the step, from the vehicle's own derivative.
-    start_rate = vehicle.derivative(start, action, params)
-    stepper = vehicle
-    if materialize:
-        start_rate = _materialize(vehicle, start_rate)
-        stepper = _MaterializedDerivative(vehicle)
-    end = integrator.step(stepper, start, action, params, dt)
-    if materialize:
-        end = _materialize(vehicle, end)
-    end = vehicle.project(end, params)
-    if materialize:
-        end = _materialize(vehicle, end)
+    start_rate = _materialize(vehicle, vehicle.derivative(start, action, params))
+    stepper = _StepDerivative(vehicle, start, start_rate)
+    end = _materialize(vehicle, integrator.step(stepper, start, action, params, dt))
+    end = _materialize(vehicle, vehicle.project(end, params))
     h0 = vehicle.height(start, params)
     h1 = vehicle.height(end, params)
     rate = jax.jvp(lambda s: vehicle.height(s, params), (start,), (start_rate,))[1]
-    if materialize:
-        h0, h1, rate = components.shared((h0, h1, rate))
+    h0, h1, rate = components.shared((h0, h1, rate))
     crossed = (h0 > 0.0) & ((h1 <= 0.0) | _dips_below_ground(h0, h1, rate * dt))
     crossed = crossed & ~sim.touched_down
     fraction = crossing_fraction(h0, h1, rate * dt)
-    if materialize:
-        crossed, fraction = components.shared((crossed, fraction))
+    crossed, fraction = components.shared((crossed, fraction))
     at_touchdown = vehicle.project(
         _quadratic_interpolation(start, end, start_rate, dt, fraction), params
     )
@@ -330,14 +336,14 @@ def control_step(
     return sim
 
 
-def _materialized_control_step(vehicle, config, sim, action, params):
-    """:func:`control_step` with the intermediate states kept in memory (see
-    :func:`_materialize`); the values are the same."""
+def _unrolled_control_step(vehicle, config, sim, action, params):
+    """:func:`control_step` for a forward pass: up to :data:`_UNROLLED_SUBSTEPS` sub-steps
+    are written out in line and none is checkpointed; the values are the same."""
 
     def step(current):
         with jax.default_matmul_precision(DYNAMICS_MATMUL_PRECISION):
             return _physics_step(
-                vehicle, config.integrator, current, action, params, config.physics_dt, True
+                vehicle, config.integrator, current, action, params, config.physics_dt
             )
 
     if config.substeps <= _UNROLLED_SUBSTEPS:
@@ -712,7 +718,7 @@ def _final_state_batch_last(vehicle, config, policy, states, params, policy_carr
         sim, memory = carry
         packed = jax.tree_util.tree_map(_stack_tuple, sim.vehicle, is_leaf=_is_tuple)
         action, memory = batched_policy(packed, params, memory)
-        return (_materialized_control_step(vehicle, config, sim, action, params), memory), None
+        return (_unrolled_control_step(vehicle, config, sim, action, params), memory), None
 
     with components.materializing():
         (final, _), _ = jax.lax.scan(body, (start, memory), None, length=config.horizon)
