@@ -24,6 +24,7 @@ from diffland.dynamics import (
     rotation,
 )
 from diffland.dynamics.aero import steady_wind
+from diffland.dynamics.simulate import component_compiler_options
 from diffland.training import (
     CheckpointStore,
     JsonlWriter,
@@ -33,7 +34,9 @@ from diffland.training import (
     Trainer,
     lower_training_function,
     make_optimizer,
+    training_compiler_options,
 )
+from diffland.training import trainer as trainer_module
 
 VEHICLE = VerticalLander()
 CONTROL_DT = 0.1
@@ -301,6 +304,46 @@ def test_training_function_barriers_only_on_cpu(monkeypatch, backend, barriers):
     compiled = lower_training_function(function, jnp.ones(8)).compile()
 
     assert barrier_count(compiled) == barriers
+
+
+def library_fusions(compiled):
+    """Return the number of XLA CPU library (YNNPACK) fusions in a compiled program."""
+    return compiled.as_text().count('"kind":"__ynn_fusion"')
+
+
+def test_training_options_keep_reductions_out_of_library_fusions():
+    # A dot product of the vectors of a batch, as in the transpose of a vmapped
+    # broadcast: a sum over 3 components. XLA 0.10.2 gave such a reduction of 2,048
+    # vectors to the library by default, but not one of 512.
+    def function(a, b):
+        return jnp.sum(a * b, axis=1)
+
+    a = jnp.linspace(0.0, 1.0, 3 * 2048, dtype=jnp.float32).reshape(2048, 3)
+    b = jnp.cos(a)
+    plain = jax.jit(function).lower(a, b).compile()
+    options = training_compiler_options()
+    trained = jax.jit(function, compiler_options=options).lower(a, b).compile()
+
+    assert options["xla_cpu_experimental_ynn_fusion_type"] == "LIBRARY_FUSION_TYPE_DOT"
+    assert library_fusions(plain) > 0
+    assert library_fusions(trained) == 0
+    np.testing.assert_allclose(trained(a, b), plain(a, b), rtol=1e-6)
+
+
+def test_training_options_without_unknown_flag(monkeypatch, caplog):
+    # An XLA that lacks the experimental flag gets the component options alone.
+    monkeypatch.setattr(
+        trainer_module, "_LIBRARY_FUSION_OPTION", {"xla_cpu_no_such_flag_for_testing": True}
+    )
+    trainer_module._library_fusion_option_accepted.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger=trainer_module.__name__):
+            options = training_compiler_options()
+    finally:
+        trainer_module._library_fusion_option_accepted.cache_clear()
+
+    assert options == component_compiler_options()
+    assert "xla_cpu_no_such_flag_for_testing" in caplog.text
 
 
 def test_update_one_vertical_lander_per_device():

@@ -48,6 +48,7 @@ from diffland.training.trainer import (
     TrainState,
     lower_training_function,
     make_optimizer,
+    training_compiler_options,
 )
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "landing_outcome",
     "landing_summary_rollout",
     "lower_training_function",
+    "training_compiler_options",
     "make_optimizer",
     "rollout_outcomes",
     "summarize_outcomes",

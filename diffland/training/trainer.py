@@ -9,6 +9,7 @@ is reported apart from training time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -225,14 +226,19 @@ def lower_training_function(
     """Jit ``function`` as the trainer jits its update and lower it for ``args``.
 
     On a CPU backend the function is traced inside :func:`components.materializing` and
-    compiled with :func:`~diffland.dynamics.simulate.component_compiler_options`, so the
-    vehicles' :func:`components.shared` values stay optimization barriers through XLA's
-    fusion. With batch 1,024 on 2 CPU devices and 64 control steps, the loss with its
-    gradient then ran 1.18 to 1.29 times faster for the 6-DOF booster and 1.10 to 1.14
-    times for the planar one. These are medians of the per-round time ratio in two runs,
-    each calling both variants in turn for 12 rounds in one process (jax 0.10.2, 2-core
-    AVX-512 Xeon). Other backends get a plain ``jax.jit``, because the gain was
-    measured on CPUs only.
+    compiled with :func:`training_compiler_options`, so the :func:`components.shared`
+    values of the vehicles and of the physics step stay optimization barriers through
+    XLA's fusion. Other backends get a plain ``jax.jit``, because the gain was measured
+    on CPUs only.
+
+    Measured on a 2-core AVX-512 Xeon with 2 CPU devices (jax 0.10.2), each variant
+    compiled in one process and called in turn. With the barriers in the vehicles only,
+    batch 1,024 and 64 control steps, the loss with its gradient ran 1.18 to 1.29 times
+    faster than a plain ``jax.jit`` for the 6-DOF booster and 1.10 to 1.14 times for the
+    planar one (medians of 12 rounds). Barriers in the physics step and the reuse of the
+    start rate then brought the 6-DOF gradient at batch 4,096 and 128 control steps from
+    2.1 to 1.1 s, and the fusion option of :func:`training_compiler_options` to about
+    0.95 s.
 
     Values and gradients equal those of a plain ``jax.jit`` up to float rounding. NOTE:
     in float32 that rounding grows along the rollout: with 64 control steps of the 6-DOF
@@ -248,9 +254,49 @@ def lower_training_function(
     """
     if jax.default_backend() != "cpu":
         return jax.jit(function, **jit_options).lower(*args)
-    jitted = jax.jit(function, compiler_options=component_compiler_options(), **jit_options)
+    jitted = jax.jit(function, compiler_options=training_compiler_options(), **jit_options)
     with components.materializing():
         return jitted.lower(*args)
+
+
+_LIBRARY_FUSION_OPTION = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+"""Hand only dot products to XLA's CPU library fusions (YNNPACK).
+
+By default XLA 0.10.2 also gives them reductions. Those of a vmapped backward pass
+reduce short minor axes (the 3 components of a vector, the gust modes of the wind) and
+ran several times slower there than XLA's own loops. In one process with 2 CPU devices
+(jax 0.10.2) the loss with its gradient ran faster with this option: 6-DOF booster with
+its PID at batch 4,096 and 128 control steps 1.20 -> 0.95 s, planar booster at 2,048
+and 64 steps 0.18 -> 0.07 s with its PID and 0.24 -> 0.12 s with the MLP. It only
+applies to the trainer's update: with the MLP in the loop, the forward program of
+:func:`~diffland.dynamics.simulate.final_state_batch` ran 1.7 times slower with it.
+"""
+
+
+@functools.cache
+def _library_fusion_option_accepted() -> bool:
+    """Return whether this XLA accepts :data:`_LIBRARY_FUSION_OPTION`, an experimental flag."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=_LIBRARY_FUSION_OPTION).lower(
+            jnp.zeros((), jnp.float32)
+        ).compile()
+    except Exception as error:  # XLA raises its own runtime error type for an unknown flag
+        logger.info("XLA rejected %s (%s); compiling without it", _LIBRARY_FUSION_OPTION, error)
+        return False
+    return True
+
+
+def training_compiler_options() -> dict[str, Any]:
+    """Return the XLA options of the trainer's update on a CPU backend.
+
+    They are :func:`~diffland.dynamics.simulate.component_compiler_options` plus, where
+    this XLA accepts it, an option that keeps reductions out of XLA's CPU library
+    fusions (see :data:`_LIBRARY_FUSION_OPTION`).
+    """
+    options = component_compiler_options()
+    if _library_fusion_option_accepted():
+        options.update(_LIBRARY_FUSION_OPTION)
+    return options
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
