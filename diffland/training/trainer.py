@@ -235,10 +235,10 @@ def lower_training_function(
     compiled in one process and called in turn. With the barriers in the vehicles only,
     batch 1,024 and 64 control steps, the loss with its gradient ran 1.18 to 1.29 times
     faster than a plain ``jax.jit`` for the 6-DOF booster and 1.10 to 1.14 times for the
-    planar one (medians of 12 rounds). Barriers in the physics step and the reuse of the
-    start rate then brought the 6-DOF gradient at batch 4,096 and 128 control steps from
-    2.1 to 1.1 s, and the fusion option of :func:`training_compiler_options` to about
-    0.95 s.
+    planar one (medians of 12 rounds). Barriers in the physics step, the reuse of its
+    start rate and the fusion option of :func:`training_compiler_options` then took the
+    6-DOF gradient with its PID at batch 4,096 and 128 control steps from 2.16 to 0.99 s
+    (medians of 8 rounds).
 
     Values and gradients equal those of a plain ``jax.jit`` up to float rounding. NOTE:
     in float32 that rounding grows along the rollout: with 64 control steps of the 6-DOF
