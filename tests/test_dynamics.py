@@ -18,6 +18,7 @@ from diffland.controllers import VerticalPID
 from diffland.dynamics import (
     RK4,
     STANDARD_GRAVITY,
+    Integrator,
     SemiImplicitEuler,
     SimConfig,
     VerticalLander,
@@ -352,6 +353,21 @@ class CopyingRK4(RK4):
         return super().step(vehicle, copy, action, params, dt)
 
 
+@dataclasses.dataclass(frozen=True)
+class MeanRateEuler(Integrator):
+    """Explicit Euler on the mean of the rates at the step's action and at zero
+    throttle, both taken at the start state."""
+
+    order: int = 1
+
+    def step(self, vehicle, state, action, params, dt):
+        at_action = vehicle.derivative(state, action, params)
+        at_zero = vehicle.derivative(state, jnp.zeros_like(action), params)
+        return jax.tree_util.tree_map(
+            lambda x, a, b: x + 0.5 * dt * (a + b), state, at_action, at_zero
+        )
+
+
 def one_step(vehicle, integrator, dt=0.1):
     """Return ``f(altitude, velocity)``: the float64 state after one physics step of 0.6
     throttle from a 30 t stage."""
@@ -403,3 +419,17 @@ def test_reused_start_rate_keeps_values_and_gradients(x64, altitude, velocity):
     np.testing.assert_allclose(value, want_value, rtol=1e-14)
     for got, want in zip(jacobian, want_jacobian, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_start_rate_only_for_the_steps_action(x64):
+    # The second rate is at the start state too, but at another action.
+    start = make_vertical_state(100.0, -20.0, 30_000.0, dtype=jnp.float64)
+    action = jnp.array([0.6], jnp.float64)
+    params = lander_params()
+
+    stepped = physics_step(VEHICLE, MeanRateEuler(), initial_sim_state(start), action, params, 0.1)
+    expected = MeanRateEuler().step(VEHICLE, start, action, params, 0.1)
+
+    assert not bool(stepped.touched_down)
+    np.testing.assert_allclose(stepped.vehicle.velocity, expected.velocity, rtol=1e-14)
+    np.testing.assert_allclose(stepped.vehicle.mass, expected.mass, rtol=1e-14)

@@ -27,10 +27,12 @@ class Integrator(abc.ABC):
     ) -> State:
         """Advance ``state`` by ``dt`` seconds.
 
-        Inside :func:`~diffland.dynamics.simulate.physics_step`, ``vehicle.derivative``
-        called with ``state`` itself (the same object, not a copy) returns the rate that
-        the step has already computed at the start, so a method that needs it should
-        pass ``state`` unchanged.
+        Inside :func:`~diffland.dynamics.simulate.physics_step`, ``vehicle`` is a
+        stand-in that exposes the vehicle's attributes and methods but is not a
+        :class:`Vehicle` instance. Its ``derivative`` called with ``state``, ``action``
+        and ``params`` themselves (the same objects, not copies) returns the rate that
+        the step has already computed at the start, so a method that needs that rate
+        should pass them unchanged.
         """
 
 

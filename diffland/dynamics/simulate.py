@@ -216,8 +216,9 @@ def physics_step(
 ) -> SimState:
     """Advance one physics step with touchdown detection, interpolation and freezing.
 
-    The vehicle's derivative at the start state is computed once: the integrator's own
-    call at ``sim.vehicle`` returns it. Dot products in the step use
+    The integrator's call of the vehicle's derivative at ``sim.vehicle`` with this
+    ``action`` and ``params`` returns the rate that the step computes for its touchdown
+    check (see :meth:`Integrator.step`). Dot products in the step use
     :data:`DYNAMICS_MATMUL_PRECISION`.
     """
     with jax.default_matmul_precision(DYNAMICS_MATMUL_PRECISION):
@@ -240,35 +241,43 @@ def _restore(vehicle: Vehicle, state: State, like: State) -> State:
 class _StepDerivative:
     """The wrapped vehicle as one physics step shows it to the integrator.
 
-    :meth:`derivative` passes its output through :func:`_materialize`, and at the start
-    state (the same object) it returns the rate that the step has already computed, so
-    that a backward pass differentiates that derivative once, with the cotangents of
-    both uses summed. XLA merges the two in a forward pass, but not their transposes.
-    The integrators use nothing else.
+    :meth:`derivative` passes its output through :func:`_materialize`. Called with the
+    step's own start state, action and parameters (the same objects), it returns the
+    rate that the step has already computed, so that a backward pass differentiates
+    that derivative once, with the cotangents of both uses summed. XLA merges the two
+    in a forward pass, but not their transposes. Other attributes are the vehicle's.
     """
 
-    def __init__(self, vehicle: Vehicle, start: State, start_rate: State):
+    def __init__(
+        self, vehicle: Vehicle, start: State, action: jax.Array, params: Params, rate: State
+    ):
         self.vehicle = vehicle
         self.start = start
-        self.start_rate = start_rate
+        self.action = action
+        self.params = params
+        self.start_rate = rate
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.vehicle, name)
 
     def derivative(self, state: State, action: jax.Array, params: Params) -> State:
-        if state is self.start:
+        if state is self.start and action is self.action and params is self.params:
             return self.start_rate
         return _materialize(self.vehicle, self.vehicle.derivative(state, action, params))
 
 
 def _physics_step(vehicle, integrator, sim, action, params, dt):
-    """Return :func:`physics_step`. The values that several later expressions use pass
-    through :func:`components.shared`, which only matters inside
-    :func:`components.materializing`."""
+    """Return the simulation state after one physics step, as :func:`physics_step` does
+    but without setting the matmul precision.
+
+    The values that several later expressions use pass through
+    :func:`components.shared`, which only matters inside
+    :func:`components.materializing`.
+    """
     start = sim.vehicle
     # The rate at the start of the step, from the vehicle's own derivative.
     start_rate = _materialize(vehicle, vehicle.derivative(start, action, params))
-    stepper = _StepDerivative(vehicle, start, start_rate)
+    stepper = _StepDerivative(vehicle, start, action, params, start_rate)
     end = _materialize(vehicle, integrator.step(stepper, start, action, params, dt))
     end = _materialize(vehicle, vehicle.project(end, params))
     h0 = vehicle.height(start, params)
