@@ -262,13 +262,14 @@ def lower_training_function(
 _LIBRARY_FUSION_OPTION = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 """Hand only dot products to XLA's CPU library fusions (YNNPACK).
 
-By default XLA 0.10.2 also gives them reductions. Those of a vmapped backward pass
-reduce short minor axes (the 3 components of a vector, the gust modes of the wind) and
-ran several times slower there than XLA's own loops. In one process with 2 CPU devices
-(jax 0.10.2) the loss with its gradient ran faster with this option: 6-DOF booster with
-its PID at batch 4,096 and 128 control steps 1.20 -> 0.95 s, planar booster at 2,048
-and 64 steps 0.18 -> 0.07 s with its PID and 0.24 -> 0.12 s with the MLP. It only
-applies to the trainer's update: with the MLP in the loop, the forward program of
+By default the XLA of jaxlib 0.10.2 also gives them reductions. Those of a vmapped
+backward pass reduce short minor axes (the 3 components of a vector, the gust modes of
+the wind). With 2 CPU devices (jaxlib 0.10.2), each variant compiled in one process
+with the physics step's barriers in place and called in turn, the loss with its
+gradient ran faster with this option: 6-DOF booster with its PID at batch 4,096 and
+128 control steps 1.20 -> 0.95 s, planar booster at 2,048 and 64 steps 0.18 -> 0.07 s
+with its PID and 0.26 -> 0.12 s with the MLP (medians of 5 calls). It only applies to
+the trainer's update: with the MLP in the loop, the forward program of
 :func:`~diffland.dynamics.simulate.final_state_batch` ran 1.7 times slower with it.
 """
 
@@ -280,8 +281,13 @@ def _library_fusion_option_accepted() -> bool:
         jax.jit(lambda x: x + 1, compiler_options=_LIBRARY_FUSION_OPTION).lower(
             jnp.zeros((), jnp.float32)
         ).compile()
-    except Exception as error:  # XLA raises its own runtime error type for an unknown flag
-        logger.info("XLA rejected %s (%s); compiling without it", _LIBRARY_FUSION_OPTION, error)
+    except (jax.errors.JaxRuntimeError, ValueError) as error:
+        logger.warning(
+            "XLA rejected the compiler option %s (%s); the trainer's update compiles "
+            "without it and may run slower on this CPU",
+            _LIBRARY_FUSION_OPTION,
+            error,
+        )
         return False
     return True
 
