@@ -340,7 +340,7 @@ class CountingLander(VerticalLander):
     calls: list = dataclasses.field(default_factory=list, compare=False)
 
     def derivative(self, state, action, params):
-        self.calls.append(state)
+        self.calls.append(action)
         return super().derivative(state, action, params)
 
 
@@ -399,29 +399,40 @@ def test_physics_step_derivative_calls(x64, integrator, calls):
     [(100.0, -20.0), (0.5, -10.0)],
     ids=["in-flight", "touchdown-within-step"],
 )
-def test_reused_start_rate_keeps_values_and_gradients(x64, altitude, velocity):
+def test_start_rate_reuse_matches_copy(x64, altitude, velocity):
     # The copy defeats the reuse, so both derivative calls at the start are traced and
     # differentiated separately.
     reused = one_step(VerticalLander(), RK4())
     separate = one_step(VerticalLander(), CopyingRK4())
 
-    def outputs(step):
-        def flat(a, v):
+    def flat(step):
+        def outputs(a, v):
             sim = step(a, v)
             vehicle = sim.vehicle
             return jnp.stack([vehicle.altitude, vehicle.velocity, vehicle.mass, sim.touchdown_time])
 
-        return flat(altitude, velocity), jax.jacobian(flat, argnums=(0, 1))(altitude, velocity)
+        return outputs
 
-    (value, jacobian), (want_value, want_jacobian) = outputs(reused), outputs(separate)
+    value, want_value = flat(reused)(altitude, velocity), flat(separate)(altitude, velocity)
+    jacobian = jax.jacobian(flat(reused), argnums=(0, 1))(altitude, velocity)
+    want_jacobian = jax.jacobian(flat(separate), argnums=(0, 1))(altitude, velocity)
+    # Central finite differences in altitude and velocity, 1e-6 m and 1e-6 m/s.
+    delta = 1e-6
+    finite_differences = (
+        (flat(reused)(altitude + delta, velocity) - flat(reused)(altitude - delta, velocity))
+        / (2.0 * delta),
+        (flat(reused)(altitude, velocity + delta) - flat(reused)(altitude, velocity - delta))
+        / (2.0 * delta),
+    )
 
     assert bool(reused(altitude, velocity).touched_down) == (altitude < 1.0)
     np.testing.assert_allclose(value, want_value, rtol=1e-14)
-    for got, want in zip(jacobian, want_jacobian, strict=True):
+    for got, want, estimate in zip(jacobian, want_jacobian, finite_differences, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got, estimate, rtol=1e-6, atol=1e-6)
 
 
-def test_start_rate_only_for_the_steps_action(x64):
+def test_start_rate_reuse_needs_same_action(x64):
     # The second rate is at the start state too, but at another action.
     start = make_vertical_state(100.0, -20.0, 30_000.0, dtype=jnp.float64)
     action = jnp.array([0.6], jnp.float64)

@@ -315,7 +315,7 @@ def library_fusions(compiled):
     not trainer_module._library_fusion_option_accepted(),
     reason="this XLA has no library fusion option",
 )
-def test_training_options_keep_reductions_out_of_library_fusions():
+def test_training_options_drop_library_reductions():
     # A dot product of the vectors of a batch, as in the transpose of a vmapped
     # broadcast: a sum over 3 components. The XLA of jaxlib 0.10.2 gave such a
     # reduction of 2,048 vectors to the library by default, but not one of 512.

@@ -249,13 +249,18 @@ class _StepDerivative:
     """
 
     def __init__(
-        self, vehicle: Vehicle, start: State, action: jax.Array, params: Params, rate: State
+        self,
+        vehicle: Vehicle,
+        start: State,
+        action: jax.Array,
+        params: Params,
+        start_rate: State,
     ):
         self.vehicle = vehicle
         self.start = start
         self.action = action
         self.params = params
-        self.start_rate = rate
+        self.start_rate = start_rate
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.vehicle, name)
