@@ -444,3 +444,21 @@ def test_start_rate_reuse_needs_same_action(x64):
     assert not bool(stepped.touched_down)
     np.testing.assert_allclose(stepped.vehicle.velocity, expected.velocity, rtol=1e-14)
     np.testing.assert_allclose(stepped.vehicle.mass, expected.mass, rtol=1e-14)
+
+
+@dataclasses.dataclass
+class MutableEuler(Integrator):
+    """Explicit Euler declared without ``frozen=True``, so it has no hash."""
+
+    order: int = 1
+
+    def step(self, vehicle, state, action, params, dt):
+        rate = vehicle.derivative(state, action, params)
+        return jax.tree_util.tree_map(lambda x, r: x + dt * r, state, rate)
+
+
+def test_sim_config_rejects_unhashable_integrator():
+    with pytest.raises(ValueError, match="frozen=True") as error:
+        SimConfig(horizon=3, integrator=MutableEuler())
+
+    assert "MutableEuler" in str(error.value)

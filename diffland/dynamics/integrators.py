@@ -16,7 +16,11 @@ def _axpy(alpha, x, y):
 
 
 class Integrator(abc.ABC):
-    """One step of length ``dt`` with the action held constant over the step."""
+    """One step of length ``dt`` with the action held constant over the step.
+
+    Subclasses must be hashable, because compiled rollouts take the integrator as a static
+    argument: declare them with ``@dataclasses.dataclass(frozen=True)``.
+    """
 
     order: int
     """Order of the global error in ``dt``."""

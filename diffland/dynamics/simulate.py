@@ -98,6 +98,14 @@ class SimConfig:
                 f"integrator = {self.integrator!r} is not an Integrator; pass an instance "
                 "such as RK4() or SemiImplicitEuler()."
             )
+        try:
+            hash(self.integrator)
+        except TypeError as error:
+            # jax.jit takes the configuration as a static argument, which must be hashable.
+            raise ValueError(
+                f"integrator = {self.integrator!r} is not hashable ({error}); declare its "
+                "class with @dataclasses.dataclass(frozen=True), as RK4 is."
+            ) from None
 
     def _validate_remat(self) -> None:
         if self.remat not in REMAT_MODES:
