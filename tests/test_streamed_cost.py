@@ -38,9 +38,11 @@ from diffland.training import (
     summarize_trajectory,
 )
 from diffland.training.cost import (
+    LandingCost,
     accumulate_landing_summary,
     initial_landing_summary,
     summary_cost_terms,
+    summary_outcome,
 )
 from diffland.training.task import batch_landing_summary, map_landers
 
@@ -287,3 +289,20 @@ def test_trajectory_cost_memory_grows_linearly():
     # bound, so the bound of the test above separates the two kinds of growth.
     short, long = (backward_temp_bytes("trajectory", horizon) for horizon in MEMORY_HORIZONS)
     assert long / short > MEMORY_GROWTH_BOUND
+
+
+@pytest.mark.parametrize("rounding", [-1e-9, 0.0, 1e-9])
+def test_touched_down_lander_ends_at_touchdown(x64, rounding):
+    # The frozen states after touchdown tie in height with the final state. Two compiled
+    # programs may round that height differently; the descent still ends at touchdown.
+    params = falcon9_like(dtype=jnp.float64)
+    final = initial_sim_state(make_vertical_state(0.0, -1.5, 27_000.0, dtype=jnp.float64))
+    final = final.replace(touched_down=jnp.array(True))
+    summary = initial_landing_summary(
+        VERTICAL, make_vertical_state(80.0, -30.0, 30_000.0, dtype=jnp.float64), params, 1
+    )
+    summary = summary.replace(lowest_height=jnp.array(rounding), lowest_propellant=jnp.array(1.0))
+    outcome = summary_outcome(VERTICAL, final, summary, params, LandingCost())
+    final_propellant = VERTICAL.propellant_mass(final.vehicle, params)
+    assert float(outcome.propellant_left) == float(final_propellant)
+    assert float(outcome.propellant_used) == pytest.approx(3_000.0)

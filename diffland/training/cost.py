@@ -323,7 +323,10 @@ def summary_outcome(
     touched = final.touched_down
     final_height = vehicle.height(final.vehicle, params)
     final_propellant = vehicle.propellant_mass(final.vehicle, params)
-    final_is_lowest = final_height <= summary.lowest_height
+    # A lander that touched down ends its descent there. Its frozen states tie with the
+    # final one in height, and a tie decided by rounding would switch the propellant's
+    # gradient between the final state and the summary.
+    final_is_lowest = touched | (final_height <= summary.lowest_height)
     left = jnp.where(final_is_lowest, final_propellant, summary.lowest_propellant)
     exhausted = final_propellant < cost.exhaustion_tolerance
     return LandingOutcome(
