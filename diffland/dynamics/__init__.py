@@ -44,6 +44,7 @@ from diffland.dynamics.simulate import (
     open_loop_policy,
     physics_step,
     reduce_rollout,
+    reduce_rollout_batch,
     rollout,
 )
 from diffland.dynamics.vertical import (
@@ -101,6 +102,7 @@ __all__ = [
     "final_state_batch",
     "lower_final_state_batch",
     "reduce_rollout",
+    "reduce_rollout_batch",
     "rollout",
     "rotation",
     "safe_norm",

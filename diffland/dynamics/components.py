@@ -39,6 +39,11 @@ def materializing() -> Iterator[None]:
         _barriers.active = previous
 
 
+def is_materializing() -> bool:
+    """Return whether this thread is tracing inside :func:`materializing`."""
+    return getattr(_barriers, "active", False)
+
+
 def shared(tree: Any) -> Any:
     """Mark values that several later expressions use, so XLA computes them once.
 
@@ -52,7 +57,7 @@ def shared(tree: Any) -> Any:
     :func:`~diffland.dynamics.simulate.final_state_batch` and the trainer's update compile
     them; XLA otherwise removes barriers before fusion.
     """
-    if getattr(_barriers, "active", False):
+    if is_materializing():
         return jax.lax.optimization_barrier(tree)
     return tree
 

@@ -460,11 +460,103 @@ def reduce_rollout(
     return final, summary
 
 
+def reduce_rollout_batch(
+    vehicle: Vehicle,
+    config: SimConfig,
+    policy: Policy,
+    initial_states: State,
+    params: Params,
+    policy_carry: Any,
+    accumulate: Accumulator,
+    summaries: Any,
+) -> tuple[SimState, Any]:
+    """Run :func:`reduce_rollout` for a batch of landers; faster, above all its gradient.
+
+    ``initial_states`` and ``summaries`` have the batch on the first axis of every leaf.
+    ``params`` and ``policy_carry`` are those of one lander and shared by the batch, so
+    each lander's carry starts from ``policy_carry``. ``policy`` and ``accumulate`` are
+    written for one lander, as for :func:`reduce_rollout`, and are vmapped. Returns the
+    batch of final simulation states and of summaries, batch first, equal to
+    ``jax.vmap`` of :func:`reduce_rollout` up to float rounding, with the same remat
+    and truncation.
+
+    Traced inside :func:`components.materializing`, and compiled with
+    :func:`component_compiler_options` as the trainer's update on a CPU is, the physics
+    runs in the component layout of :func:`final_state_batch` (one array of shape
+    ``(batch,)`` per state component) when ``vehicle.component_tuples`` is true. The
+    physics steps stay checkpointed as in :func:`control_step`. Elsewhere this is
+    ``jax.vmap`` of :func:`reduce_rollout`.
+
+    Measured on a 2-core AVX-512 Xeon (jax 0.10.2, one device), each variant compiled in
+    one process: with a fixed action (batch 2,048, 64 control steps of the 6-DOF booster
+    with RK4, drag and wind) the gradient of the final states took 166 ms in the
+    component layout and 270 ms through ``jax.vmap``, where XLA assembles the
+    cotangents of ``(batch, 3)`` arrays from one padded array per component. The loss
+    of its PID with the gradient (batch 1,024) took 0.108 s against 0.197 s. Without
+    the barriers that :func:`components.materializing` inserts, the same component
+    layout took 135 s per call against 0.53 s through ``jax.vmap``, because XLA's
+    fusion then computes shared values again in each of their users.
+    """
+    batch = _batch_size(initial_states)
+    _check_summary_batch(summaries, batch)
+    if not (vehicle.component_tuples and components.is_materializing()):
+        return jax.vmap(
+            lambda state, summary: reduce_rollout(
+                vehicle, config, policy, state, params, policy_carry, accumulate, summary
+            )
+        )(initial_states, summaries)
+    start, memory = _component_start(vehicle, initial_states, policy_carry)
+    batched_policy = _batch_last_policy(policy)
+    batched_accumulate = jax.vmap(accumulate, in_axes=(-1, None, -1, -1, -1), out_axes=-1)
+
+    def fold(summary, step, state, action, active):
+        return batched_accumulate(summary, step, _stacked(state), action, active), None
+
+    summaries = jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, 0, -1), summaries)
+    final, summaries, _ = _control_loop(
+        vehicle, config, batched_policy, start, params, memory, fold, summaries
+    )
+    summaries = jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, -1, 0), summaries)
+    return _batch_first(final, batch), summaries
+
+
+def _check_summary_batch(summaries: Any, batch: int) -> None:
+    """Raise ``ValueError`` unless every leaf of ``summaries`` has ``batch`` entries first."""
+    sizes = {
+        jnp.shape(leaf)[0] if jnp.ndim(leaf) else None
+        for leaf in jax.tree_util.tree_leaves(summaries)
+    }
+    if sizes - {batch}:
+        found = " and ".join(
+            sorted("scalar leaves" if size is None else f"first axis {size}" for size in sizes)
+        )
+        raise ValueError(
+            f"summaries has {found}, but initial_states contains {batch} landers; build one "
+            "summary per lander and stack them on a first axis, for example with jax.vmap "
+            "of the function that makes one."
+        )
+
+
 def _scan_control_steps(
     vehicle, config, policy, initial_state, params, policy_carry, observe, summary
 ):
-    """Scan ``config.horizon`` control steps; return the final simulation state, the
-    last summary and the stacked per-step records.
+    """Scan ``config.horizon`` control steps of one lander; return the final simulation
+    state, the last summary and the stacked per-step records (see :func:`_control_loop`)."""
+    return _control_loop(
+        vehicle,
+        config,
+        policy,
+        initial_sim_state(initial_state),
+        params,
+        policy_carry,
+        observe,
+        summary,
+    )
+
+
+def _control_loop(vehicle, config, policy, start, params, policy_carry, observe, summary):
+    """Scan ``config.horizon`` control steps from the simulation state ``start``; return
+    the final simulation state, the last summary and the stacked per-step records.
 
     ``observe(summary, step, vehicle_state, action, active) -> (summary, record)`` is
     called once per control step.
@@ -493,7 +585,7 @@ def _scan_control_steps(
     # The step index is carried rather than scanned over, so that the backward pass keeps
     # no array of length horizon.
     step = jnp.zeros((), jnp.int32)
-    carry = (initial_sim_state(initial_state), policy_carry, summary, step)
+    carry = (start, policy_carry, summary, step)
     if config.remat == "nested":
         carry, records = _nested_scan(body, carry, config.horizon, config.segment_length)
     else:
@@ -713,11 +805,29 @@ def _final_state_chunked(vehicle, config, policy, states, params, policy_carry):
 
 
 def _final_state_batch_last(vehicle, config, policy, states, params, policy_carry):
-    """Run :func:`final_state` for a batch-first ``states`` in the component layout.
+    """Run :func:`final_state` for a batch-first ``states`` in the component layout of
+    :func:`_component_start`. The policy sees arrays with the batch last."""
+    batch = _batch_size(states)
+    start, memory = _component_start(vehicle, states, policy_carry)
+    batched_policy = _batch_last_policy(policy)
+
+    def body(carry, _):
+        sim, memory = carry
+        action, memory = batched_policy(sim.vehicle, params, memory)
+        return (_unrolled_control_step(vehicle, config, sim, action, params), memory), None
+
+    with components.materializing():
+        (final, _), _ = jax.lax.scan(body, (start, memory), None, length=config.horizon)
+    return _batch_first(final, batch)
+
+
+def _component_start(vehicle: Vehicle, states: State, policy_carry: Any) -> tuple[SimState, Any]:
+    """Return the start simulation state of a batch-first ``states`` in the component
+    layout, and ``policy_carry`` repeated for each lander with the batch last.
 
     Every state field that changes along the rollout becomes one array of shape
     ``(batch,)`` per component (a tuple for a vector field); the constant fields keep
-    their arrays with the batch moved last. The policy sees arrays with the batch last.
+    their arrays with the batch moved last.
     """
     batch = _batch_size(states)
     constant = set(vehicle.constant_fields)
@@ -725,28 +835,33 @@ def _final_state_batch_last(vehicle, config, policy, states, params, policy_carr
         field.name: _to_components(getattr(states, field.name), field.name in constant)
         for field in dataclasses.fields(states)
     }
-    states = states.replace(**fields)
-    memory = jax.tree_util.tree_map(
-        lambda x: jnp.broadcast_to(jnp.expand_dims(x, -1), jnp.shape(x) + (batch,)), policy_carry
-    )
-    batched_policy = jax.vmap(policy, in_axes=(-1, None, -1), out_axes=-1)
-    start = initial_sim_state(states)
+    start = initial_sim_state(states.replace(**fields))
     start = start.replace(
         touched_down=jnp.zeros((batch,), bool),
         touchdown_time=jnp.broadcast_to(start.touchdown_time, (batch,)),
     )
+    memory = jax.tree_util.tree_map(
+        lambda x: jnp.broadcast_to(jnp.expand_dims(x, -1), jnp.shape(x) + (batch,)), policy_carry
+    )
+    return start, memory
 
-    def body(carry, _):
-        sim, memory = carry
-        packed = jax.tree_util.tree_map(_stack_tuple, sim.vehicle, is_leaf=_is_tuple)
-        action, memory = batched_policy(packed, params, memory)
-        return (_unrolled_control_step(vehicle, config, sim, action, params), memory), None
 
-    with components.materializing():
-        (final, _), _ = jax.lax.scan(body, (start, memory), None, length=config.horizon)
-    vehicle_state = jax.tree_util.tree_map(_stack_tuple, final.vehicle, is_leaf=_is_tuple)
+def _batch_last_policy(policy: Policy) -> Policy:
+    """Return ``policy`` (written for one lander) for a component-layout state, with the
+    batch last in its carry and action."""
+    batched = jax.vmap(policy, in_axes=(-1, None, -1), out_axes=-1)
+    return lambda state, params, memory: batched(_stacked(state), params, memory)
+
+
+def _stacked(state: State) -> State:
+    """Return a component-layout state with each tuple stacked into one batch-last array."""
+    return jax.tree_util.tree_map(_stack_tuple, state, is_leaf=_is_tuple)
+
+
+def _batch_first(final: SimState, batch: int) -> SimState:
+    """Return a component-layout simulation state batch first, as ``jax.vmap`` gives it."""
     return SimState(
-        vehicle=jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, -1, 0), vehicle_state),
+        vehicle=jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, -1, 0), _stacked(final.vehicle)),
         time=jnp.broadcast_to(final.time, (batch,)),
         touched_down=final.touched_down,
         touchdown_time=final.touchdown_time,

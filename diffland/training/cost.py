@@ -25,6 +25,7 @@ from diffland.dynamics.simulate import (
     SimState,
     Trajectory,
     reduce_rollout,
+    reduce_rollout_batch,
 )
 
 
@@ -277,6 +278,38 @@ def landing_summary_rollout(
         policy_carry,
         functools.partial(accumulate_landing_summary, vehicle, params),
         summary,
+    )
+
+
+def landing_summary_batch(
+    vehicle: Vehicle,
+    config: SimConfig,
+    policy: Policy,
+    initial_states: State,
+    params: Params,
+    policy_carry: Any,
+) -> tuple[SimState, LandingSummary]:
+    """Run :func:`landing_summary_rollout` for a batch of landers that share ``params``
+    and start from ``policy_carry``, with
+    :func:`~diffland.dynamics.reduce_rollout_batch`.
+
+    ``initial_states`` has the batch on the first axis of every leaf, and so do the
+    returned final states and summaries. They equal those of ``jax.vmap`` of
+    :func:`landing_summary_rollout` up to float rounding.
+    """
+    low, _ = vehicle.action_bounds(params)
+    summaries = jax.vmap(
+        lambda state: initial_landing_summary(vehicle, state, params, jnp.shape(low)[-1])
+    )(initial_states)
+    return reduce_rollout_batch(
+        vehicle,
+        config,
+        policy,
+        initial_states,
+        params,
+        policy_carry,
+        functools.partial(accumulate_landing_summary, vehicle, params),
+        summaries,
     )
 
 

@@ -13,7 +13,12 @@ import numpy as np
 from diffland.dynamics.base import Params, Vehicle
 from diffland.dynamics.simulate import SimConfig, SimState, Trajectory, rollout
 from diffland.randomization import Episode, SensorModel
-from diffland.training.cost import LandingCost, LandingSummary, landing_summary_rollout
+from diffland.training.cost import (
+    LandingCost,
+    LandingSummary,
+    landing_summary_batch,
+    landing_summary_rollout,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,10 +186,23 @@ def controller_landing_summary(
 def batch_landing_summary(
     task: LandingTask, controller: nn.Module, variables: Any, initial_states: Any
 ) -> tuple[SimState, LandingSummary]:
-    """Run :func:`controller_landing_summary` on a batch of landers with ``jax.vmap``."""
-    return jax.vmap(lambda s: controller_landing_summary(task, controller, variables, s))(
-        initial_states
+    """Run :func:`controller_landing_summary` on a batch of landers.
+
+    A batch of plain start states runs through
+    :func:`~diffland.training.cost.landing_summary_batch`, which in the trainer's update
+    on a CPU uses the component layout of
+    :func:`~diffland.dynamics.reduce_rollout_batch`, with a cheaper gradient. Episodes,
+    which carry their own physical parameters and sensor settings, run with
+    ``jax.vmap``. Both give the same values up to float rounding.
+    """
+    if isinstance(initial_states, Episode) or task.sensor is not None:
+        return jax.vmap(lambda s: controller_landing_summary(task, controller, variables, s))(
+            initial_states
+        )
+    states, physics_params, policy, carry = _controller_policy(
+        task, controller, variables, initial_states
     )
+    return landing_summary_batch(task.vehicle, task.sim, policy, states, physics_params, carry)
 
 
 def init_controller(
