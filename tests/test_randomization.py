@@ -16,10 +16,12 @@ from diffland.controllers.cascaded import CascadedPID, NeuroCascadedPID
 from diffland.dynamics import (
     PlanarBooster,
     SimConfig,
+    components,
     falcon9_like_planar,
     make_planar_state,
     open_loop_policy,
     rollout,
+    simulate,
 )
 from diffland.randomization import (
     PLANAR_OUT_OF_DISTRIBUTION_RANGES,
@@ -30,6 +32,7 @@ from diffland.randomization import (
     sample_episodes,
 )
 from diffland.training import LandingTask, batch_rollout, controller_rollout, init_controller
+from diffland.training.task import batch_landing_summary
 
 SIM = SimConfig(control_dt=0.25, substeps=1, horizon=12)
 """3 s of flight in 0.25 s steps: enough to exercise the controllers, cheap to compile."""
@@ -370,6 +373,27 @@ def test_batched_episodes_match_single_rollouts(x64):
         )
     # The episodes differ, so a wrong pairing of parameters and states would show.
     assert not np.allclose(batched.actions[0], batched.actions[1])
+
+
+def test_episodes_skip_component_layout(monkeypatch):
+    # Each episode has its own physical parameters, which the component layout does not
+    # take, so episodes run through jax.vmap even where plain start states do not.
+    def refuse(*args):
+        raise AssertionError("component layout used")
+
+    monkeypatch.setattr(simulate, "_component_start", refuse)
+    vehicle = PlanarBooster()
+    params = falcon9_like_planar()
+    task = LandingTask(vehicle, params, SIM)
+    states = start_states(2)
+    episodes = sample_episodes(jax.random.PRNGKey(0), states, params, UNIT_FACTORS)
+    controller = CascadedPID(vehicle, SIM.control_dt)
+    variables = init_controller(task, controller, jax.random.PRNGKey(0), first(states))
+    with components.materializing():
+        finals, _ = batch_landing_summary(task, controller, variables, episodes)
+        assert finals.vehicle.z.shape == (2,)
+        with pytest.raises(AssertionError, match="component layout"):
+            batch_landing_summary(task, controller, variables, states)
 
 
 # -- adaptive NeuroPID -----------------------------------------------------------------------
