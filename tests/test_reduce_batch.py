@@ -208,7 +208,15 @@ def assert_trees_close(got, expected, rtol, atol):
         ("point_mass", "none", None, None),
     ],
 )
-def test_batch_matches_vmap(x64, name, remat, segment, truncation):
+def test_batch_matches_vmap(x64, monkeypatch, name, remat, segment, truncation):
+    calls = []
+    component_start = simulate._component_start
+
+    def counted(*args):
+        calls.append(1)
+        return component_start(*args)
+
+    monkeypatch.setattr(simulate, "_component_start", counted)
     vehicle, params, starts, policy = CASES[name]()
     config = dataclasses.replace(
         RK4_CONFIG, remat=remat, remat_segment=segment, truncation=truncation
@@ -219,6 +227,8 @@ def test_batch_matches_vmap(x64, name, remat, segment, truncation):
     theta = jnp.array(THETA)
 
     got = jit_components(run_batch)(theta, starts)
+    # The point mass has no component layout, so it runs through jax.vmap.
+    assert bool(calls) == vehicle.component_tuples
     expected = jax.jit(run_vmap)(theta, starts)
     touched = np.asarray(expected[0].touched_down)
     assert touched.any() and not touched.all()

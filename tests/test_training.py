@@ -306,6 +306,21 @@ def test_training_function_barriers_only_on_cpu(monkeypatch, backend, barriers):
     assert barrier_count(compiled) == barriers
 
 
+def test_plain_jit_reuses_no_training_trace(monkeypatch):
+    # JAX caches one trace per function object, whatever the materializing flag was.
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+
+    def function(x):
+        return 2.0 * components.shared(jnp.sin(x)) + 1.0
+
+    trained = lower_training_function(function, jnp.ones(8)).compile()
+    plain = jax.jit(function).lower(jnp.ones(8)).compile()
+
+    assert barrier_count(trained) == 1
+    assert barrier_count(plain) == 0
+    assert "optimization_barrier" not in str(jax.make_jaxpr(function)(jnp.ones(8)))
+
+
 def library_fusions(compiled):
     """Return the number of XLA CPU library (YNNPACK) fusions in a compiled program."""
     return compiled.as_text().count('"kind":"__ynn_fusion"')

@@ -40,7 +40,7 @@ def materializing() -> Iterator[None]:
 
 
 def is_materializing() -> bool:
-    """Return whether this thread is tracing inside :func:`materializing`."""
+    """Return whether this thread is inside a :func:`materializing` block."""
     return getattr(_barriers, "active", False)
 
 

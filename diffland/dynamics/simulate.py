@@ -480,18 +480,21 @@ def reduce_rollout_batch(
     ``jax.vmap`` of :func:`reduce_rollout` up to float rounding, with the same remat
     and truncation.
 
-    Traced inside :func:`components.materializing`, and compiled with
-    :func:`component_compiler_options` as the trainer's update on a CPU is, the physics
-    runs in the component layout of :func:`final_state_batch` (one array of shape
-    ``(batch,)`` per state component) when ``vehicle.component_tuples`` is true. The
-    physics steps stay checkpointed as in :func:`control_step`. Elsewhere this is
-    ``jax.vmap`` of :func:`reduce_rollout`.
+    Traced inside :func:`components.materializing` with ``vehicle.component_tuples``
+    true, the physics runs in the component layout of :func:`final_state_batch` (one
+    array of shape ``(batch,)`` per state component), with the physics steps
+    checkpointed as in :func:`control_step`. Compile such a trace with
+    :func:`component_compiler_options`, as
+    :func:`~diffland.training.lower_training_function` does on a CPU: without them XLA
+    removes the barriers and the program runs far slower (below). Outside
+    :func:`components.materializing`, or for other vehicles, this is ``jax.vmap`` of
+    :func:`reduce_rollout`.
 
     Measured on a 2-core AVX-512 Xeon (jax 0.10.2, one device), each variant compiled in
-    one process: with a fixed action (batch 2,048, 64 control steps of the 6-DOF booster
-    with RK4, drag and wind) the gradient of the final states took 166 ms in the
-    component layout and 270 ms through ``jax.vmap``, where XLA assembles the
-    cotangents of ``(batch, 3)`` arrays from one padded array per component. The loss
+    one process. With a fixed action (batch 2,048, 64 control steps of the 6-DOF booster
+    with RK4, drag and wind), the gradient of the final states took 166 ms in the
+    component layout and 270 ms through ``jax.vmap``. The latter builds the cotangent of
+    each ``(batch, 3)`` array from one padded array per component. The loss
     of its PID with the gradient (batch 1,024) took 0.108 s against 0.197 s. Without
     the barriers that :func:`components.materializing` inserts, the same component
     layout took 135 s per call against 0.53 s through ``jax.vmap``, because XLA's
@@ -654,7 +657,11 @@ def final_state_batch(
     policy, devices)`` and input shapes, so pass the same ``policy`` object on every
     call. Called inside ``jax.jit`` or a gradient it gives the same values, but XLA then
     compiles the step without the options that make it fast (the caller's ``jit`` sets
-    those), so time it as a top-level call.
+    those), so time it as a top-level call. NOTE: the component layout without those
+    options made the gradient of a 6-DOF loss about 250 times slower than through
+    ``jax.vmap`` (see :func:`reduce_rollout_batch`); for a gradient, use
+    :func:`reduce_rollout_batch` compiled by
+    :func:`~diffland.training.lower_training_function`.
 
     NOTE: it does not call ``vehicle.validate``, so a NaN state runs through and a zero
     quaternion comes out as upright. Call ``vehicle.validate(initial_states, params)``
@@ -806,7 +813,7 @@ def _final_state_chunked(vehicle, config, policy, states, params, policy_carry):
 
 def _final_state_batch_last(vehicle, config, policy, states, params, policy_carry):
     """Run :func:`final_state` for a batch-first ``states`` in the component layout of
-    :func:`_component_start`. The policy sees arrays with the batch last."""
+    :func:`_component_start`. The policy receives arrays with the batch last."""
     batch = _batch_size(states)
     start, memory = _component_start(vehicle, states, policy_carry)
     batched_policy = _batch_last_policy(policy)

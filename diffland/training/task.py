@@ -189,9 +189,10 @@ def batch_landing_summary(
     """Run :func:`controller_landing_summary` on a batch of landers.
 
     A batch of plain start states runs through
-    :func:`~diffland.training.cost.landing_summary_batch`, which in the trainer's update
-    on a CPU uses the component layout of
-    :func:`~diffland.dynamics.reduce_rollout_batch`, with a cheaper gradient. Episodes,
+    :func:`~diffland.training.cost.landing_summary_batch`. In the trainer's update on a
+    CPU that uses the component layout of
+    :func:`~diffland.dynamics.reduce_rollout_batch` for vehicles that support it
+    (``component_tuples``), with a cheaper gradient. Episodes,
     which carry their own physical parameters and sensor settings, run with
     ``jax.vmap``. Both give the same values up to float rounding.
     """

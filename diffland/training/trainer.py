@@ -228,8 +228,9 @@ def lower_training_function(
     On a CPU backend the function is traced inside :func:`components.materializing` and
     compiled with :func:`training_compiler_options`, so the :func:`components.shared`
     values of the vehicles and of the physics step stay optimization barriers through
-    XLA's fusion. Other backends get a plain ``jax.jit``, because the gain was measured
-    on CPUs only.
+    XLA's fusion. It traces a new wrapper of ``function``, so a later plain
+    ``jax.jit(function)`` traces again instead of reusing this trace. Other backends get
+    a plain ``jax.jit``, because the gain was measured on CPUs only.
 
     Measured on a 2-core AVX-512 Xeon with 2 CPU devices (jax 0.10.2), each variant
     compiled in one process and called in turn. With the barriers in the vehicles only,
@@ -254,9 +255,29 @@ def lower_training_function(
     """
     if jax.default_backend() != "cpu":
         return jax.jit(function, **jit_options).lower(*args)
-    jitted = jax.jit(function, compiler_options=training_compiler_options(), **jit_options)
-    with components.materializing():
-        return jitted.lower(*args)
+    jitted = jax.jit(
+        _materializing(function), compiler_options=training_compiler_options(), **jit_options
+    )
+    return jitted.lower(*args)
+
+
+def _materializing(function: Callable) -> Callable:
+    """Return a new function that calls ``function`` inside :func:`components.materializing`.
+
+    JAX caches a trace per function object, and the flag of
+    :func:`components.materializing` is not part of its cache key. A plain ``jax.jit`` of
+    ``function`` must not reuse a trace with the component layout and its barriers,
+    because XLA compiled without :func:`training_compiler_options` removes the barriers
+    and the program then runs much slower. A new function object has a cache entry of
+    its own.
+    """
+
+    @functools.wraps(function)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        with components.materializing():
+            return function(*args, **kwargs)
+
+    return traced
 
 
 _LIBRARY_FUSION_OPTION = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
