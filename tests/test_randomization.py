@@ -378,10 +378,10 @@ def test_batched_episodes_match_single_rollouts(x64):
 def test_episodes_skip_component_layout(monkeypatch):
     # Each episode has its own physical parameters, which the component layout does not
     # take, so episodes run through jax.vmap even where plain start states do not.
-    def refuse(*args):
+    def fail_on_component_layout(*args):
         raise AssertionError("component layout used")
 
-    monkeypatch.setattr(simulate, "_component_start", refuse)
+    monkeypatch.setattr(simulate, "_component_start", fail_on_component_layout)
     vehicle = PlanarBooster()
     params = falcon9_like_planar()
     task = LandingTask(vehicle, params, SIM)

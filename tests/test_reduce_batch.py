@@ -1,10 +1,11 @@
 """reduce_rollout_batch against jax.vmap of reduce_rollout, in float64.
 
-Compiled as the trainer compiles its update on a CPU, final states, summaries and
-gradients (with respect to policy parameters and the start states) agree for the three
-vehicles in the component layout and for a vehicle without it, under every remat mode
-and with truncation. The gradient also matches central finite differences. Outside
-``components.materializing`` the function runs through ``jax.vmap``.
+The batched function is compiled as the trainer compiles its update on a CPU. Its final
+states, summaries and gradients (with respect to policy parameters and the start states)
+agree for the three vehicles in the component layout and for a vehicle without it. They
+agree under every remat mode and with truncation. The gradient also matches central
+finite differences. Outside ``components.materializing`` the function runs through
+``jax.vmap``.
 """
 
 import dataclasses
@@ -42,8 +43,8 @@ THETA = (-3.0, 0.05, 1.5)
 
 
 def rigid_body_case():
-    """Tilted, turning boosters in gusty wind with a lagging gimbal; the low ones touch
-    down within the horizon and the high ones do not."""
+    """Return tilted, turning boosters in gusty wind with a lagging gimbal. The low ones
+    touch down within the horizon and the high ones do not."""
     keys = jax.random.split(jax.random.PRNGKey(7), COUNT)
     heights = jnp.linspace(17.0, 95.0, COUNT)
     speeds = jnp.linspace(10.0, 2.0, COUNT)
@@ -231,7 +232,8 @@ def test_batch_matches_vmap(x64, monkeypatch, name, remat, segment, truncation):
     assert bool(calls) == vehicle.component_tuples
     expected = jax.jit(run_vmap)(theta, starts)
     touched = np.asarray(expected[0].touched_down)
-    assert touched.any() and not touched.all()
+    assert touched.any()
+    assert not touched.all()
     np.testing.assert_array_equal(got[0].touched_down, touched)
     assert_trees_close(got, expected, rtol=1e-9, atol=1e-9)
 
@@ -250,8 +252,8 @@ def test_batch_gradient_finite_differences(x64):
     loss = jit_components(lambda t: scalar(*run_batch(t, starts)))
     theta = jnp.array(THETA)
     gradient = jit_components(jax.grad(lambda t: scalar(*run_batch(t, starts))))(theta)
-    # Steps chosen where truncation and rounding errors are both below the tolerance; the
-    # second parameter multiplies a vertical speed of up to 10 m/s.
+    # Steps where truncation and rounding errors are both below the tolerance. The second
+    # parameter multiplies a vertical speed of up to 10 m/s, so it takes a smaller step.
     for index, step in enumerate((1e-5, 1e-6, 1e-5)):
         central = (
             float(loss(theta.at[index].add(step))) - float(loss(theta.at[index].add(-step)))
@@ -284,7 +286,7 @@ def test_batch_needs_a_batch_axis():
     ("summaries", "found"),
     [(jnp.zeros(()), "scalar leaves"), (jnp.zeros(COUNT + 1), f"first axis {COUNT + 1}")],
 )
-def test_batch_rejects_summaries_of_another_batch(name, summaries, found):
+def test_batch_rejects_mismatched_summaries(name, summaries, found):
     vehicle, config, policy, starts, params, carry, accumulate = batch_arguments(name)
     with pytest.raises(
         ValueError, match=f"summaries has {found}, but initial_states contains {COUNT} landers"
@@ -293,10 +295,10 @@ def test_batch_rejects_summaries_of_another_batch(name, summaries, found):
 
 
 def test_component_layout_only_inside_materializing(monkeypatch):
-    def refuse(*args):
+    def fail_on_component_layout(*args):
         raise AssertionError("component layout used")
 
-    monkeypatch.setattr(simulate, "_component_start", refuse)
+    monkeypatch.setattr(simulate, "_component_start", fail_on_component_layout)
     arguments = batch_arguments("vertical")
     summaries = jnp.zeros(COUNT)
     # Without the barriers XLA's fusion repeats work, so plain jax.jit gets jax.vmap.

@@ -470,7 +470,7 @@ def reduce_rollout_batch(
     accumulate: Accumulator,
     summaries: Any,
 ) -> tuple[SimState, Any]:
-    """Run :func:`reduce_rollout` for a batch of landers; faster, above all its gradient.
+    """Run :func:`reduce_rollout` for a batch of landers, with a faster gradient above all.
 
     ``initial_states`` and ``summaries`` have the batch on the first axis of every leaf.
     ``params`` and ``policy_carry`` are those of one lander and shared by the batch, so
@@ -543,7 +543,7 @@ def _check_summary_batch(summaries: Any, batch: int) -> None:
 def _scan_control_steps(
     vehicle, config, policy, initial_state, params, policy_carry, observe, summary
 ):
-    """Scan ``config.horizon`` control steps of one lander; return the final simulation
+    """Scan ``config.horizon`` control steps of one lander and return the final simulation
     state, the last summary and the stacked per-step records (see :func:`_control_loop`)."""
     return _control_loop(
         vehicle,
@@ -558,8 +558,8 @@ def _scan_control_steps(
 
 
 def _control_loop(vehicle, config, policy, start, params, policy_carry, observe, summary):
-    """Scan ``config.horizon`` control steps from the simulation state ``start``; return
-    the final simulation state, the last summary and the stacked per-step records.
+    """Scan ``config.horizon`` control steps from the simulation state ``start`` and
+    return the final simulation state, the last summary and the stacked per-step records.
 
     ``observe(summary, step, vehicle_state, action, active) -> (summary, record)`` is
     called once per control step.

@@ -200,6 +200,9 @@ def batch_landing_summary(
         return jax.vmap(lambda s: controller_landing_summary(task, controller, variables, s))(
             initial_states
         )
+    # Without a sensor the policy is the same for every lander, so the whole batch is
+    # passed where _controller_policy expects one start state. It returns the batch as it
+    # is and reads only its dtype.
     states, physics_params, policy, carry = _controller_policy(
         task, controller, variables, initial_states
     )
