@@ -22,7 +22,12 @@ from diffland.dynamics import (
     rotation,
 )
 from diffland.dynamics.aero import steady_wind
-from diffland.dynamics.simulate import control_step, initial_sim_state, physics_step
+from diffland.dynamics.simulate import (
+    control_step,
+    initial_sim_state,
+    physics_step,
+    reduce_rollout,
+)
 from diffland.training import LandingCost, LandingTask, batch_rollout, init_controller
 from diffland.training.cost import landing_cost_terms
 
@@ -147,6 +152,36 @@ def test_remat_lowers_backward_memory():
     none, step, nested = (backward_temp_bytes(mode, 1600) for mode in ("none", "step", "nested"))
     assert step < none
     assert nested < step
+
+
+def test_controller_intermediates_are_not_kept():
+    # A controller with a hidden layer of 4,096 units: kept for every control step, its
+    # activations alone would take horizon x width x 4 bytes.
+    width, horizon = 4096, 200
+    start = make_vertical_state(150.0, -50.0, 30_000.0)
+    params = falcon9_like()
+    sim = SimConfig(control_dt=0.1, substeps=1, horizon=horizon)
+
+    def loss(weights):
+        def policy(state, params, carry):
+            hidden = jnp.tanh(weights * state.altitude / 100.0 + state.velocity / 50.0)
+            return jax.nn.sigmoid(jnp.mean(hidden * weights))[None], carry
+
+        def accumulate(total, step, state, action, active):
+            return total + state.altitude
+
+        _, total = reduce_rollout(
+            VEHICLE, sim, policy, start, params, (), accumulate, jnp.zeros(())
+        )
+        return total
+
+    weights = jax.random.normal(jax.random.PRNGKey(0), (width,))
+    compiled = jax.jit(jax.grad(loss)).lower(weights).compile()
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        pytest.skip("this backend reports no memory analysis")
+    assert analysis.temp_size_in_bytes < horizon * width * 4 / 4
+    assert np.all(np.isfinite(compiled(weights)))
 
 
 def rigid_body_setup():

@@ -58,9 +58,10 @@ class SimConfig:
     """Rematerialisation (``jax.checkpoint``) of the rollout for the backward pass, which
     trades recomputation for memory without changing values or gradients:
 
-    - ``"none"``: the backward pass keeps every intermediate of the controller and the
-      inputs of every physics step (:func:`control_step` checkpoints each physics step
-      in all modes, so its intermediates are recomputed).
+    - ``"none"``: the backward pass keeps the inputs of every controller call and
+      physics step and recomputes their intermediates, because every mode checkpoints
+      each controller call (see :func:`_control_loop`) and each physics step (see
+      :func:`control_step`). It keeps every intermediate of the cost.
     - ``"step"``: each control step is checkpointed, so only the carried state of every
       step is kept and the step's intermediates are recomputed during the backward pass.
     - ``"nested"``: the horizon is split into segments of ``remat_segment`` steps (a scan
@@ -571,7 +572,22 @@ def _control_loop(vehicle, config, policy, start, params, policy_carry, observe,
     Cutting the summary as well would drop the gradient of every step before the last
     cut, and the gradient would differ from that of the same cost computed from a
     :class:`Trajectory`.
+
+    Each controller call is checkpointed (``jax.checkpoint``) in every remat mode: the
+    backward pass keeps its inputs and recomputes its intermediates. Values and
+    gradients are the same up to float rounding, and storing the intermediates of every
+    step took longer than computing them again. Measured on a 2-core AVX-512 Xeon (jax
+    0.10.2), loss with gradient as the trainer compiles it, ``remat="none"``, horizon 64
+    or 128, both versions compiled in one process: 6-DOF booster with its PID 1.19 times
+    faster (4,096 landers, 2 devices), with the MLP 1.22 times; planar booster 1.19
+    times (PID) and 1.56 times (MLP); 1-D lander 1.05 times (PID) and 1.84 times (MLP).
+    The backward pass's temporary memory fell by half or more in each case.
     """
+
+    # prevent_cse=False as in control_step: the call runs inside lax.scan.
+    checkpointed_policy = jax.checkpoint(
+        lambda state, memory: policy(state, params, memory), prevent_cse=False
+    )
 
     def body(carry, _):
         sim, memory, summary, step = carry
@@ -580,7 +596,7 @@ def _control_loop(vehicle, config, policy, start, params, policy_carry, observe,
             sim, memory = jax.tree_util.tree_map(
                 lambda x: jnp.where(cut, jax.lax.stop_gradient(x), x), (sim, memory)
             )
-        action, memory = policy(sim.vehicle, params, memory)
+        action, memory = checkpointed_policy(sim.vehicle, memory)
         summary, record = observe(summary, step, sim.vehicle, action, ~sim.touched_down)
         next_sim = control_step(vehicle, config, sim, action, params)
         return (next_sim, memory, summary, step + 1), record
