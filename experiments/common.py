@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import pathlib
+import subprocess
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -588,17 +589,50 @@ def write_results(
     controllers: Mapping[str, Mapping[str, Any]] | None = None,
     **extra: Any,
 ) -> pathlib.Path:
-    """Write ``results.json`` (schema version 1) and return its path."""
+    """Write ``results.json`` (schema version 1) and return its path.
+
+    Besides the given entries it records ``source``, the revision of the code that ran
+    (see :func:`source_revision`).
+    """
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "experiment": experiment,
         "config": dict(config),
         "timings": dict(timings),
+        "source": source_revision(),
     }
     if controllers is not None:
         results["controllers"] = {name: dict(entry) for name, entry in controllers.items()}
     results.update(extra)
     return write_json(run_folder / "results.json", _clean(results))
+
+
+def source_revision(root: pathlib.Path | None = None) -> dict[str, Any]:
+    """Return the git commit of the checkout at ``root`` (by default the one that contains
+    this package) and whether tracked files differ from it.
+
+    Both entries are None where git is missing or ``root`` is not a git checkout, for
+    example for an installed copy of the package.
+    """
+    root = pathlib.Path(__file__).resolve().parents[1] if root is None else root
+    try:
+        commit = _git(root, "rev-parse", "HEAD")
+        changes = _git(root, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError) as error:
+        logging.getLogger(__name__).info("no git revision recorded for %s (%s)", root, error)
+        return {"commit": None, "modified": None}
+    return {"commit": commit, "modified": bool(changes)}
+
+
+def _git(root: pathlib.Path, *arguments: str) -> str:
+    completed = subprocess.run(
+        ["git", "-C", str(root), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    return completed.stdout.strip()
 
 
 def write_json(path: pathlib.Path, value: Any) -> pathlib.Path:

@@ -4,6 +4,8 @@ folder and config checks that every experiment shares."""
 import dataclasses
 import json
 import logging
+import shutil
+import subprocess
 
 import pytest
 
@@ -264,3 +266,51 @@ def test_invalid_setting_leaves_no_folder(
     assert exit_info.value.code == 2
     assert expected in capsys.readouterr().err
     assert not folder.exists()
+
+
+def _git(folder, *arguments):
+    command = ["git", "-C", str(folder), "-c", "user.name=test", "-c", "user.email=test@test"]
+    return subprocess.run([*command, *arguments], capture_output=True, text=True, check=True)
+
+
+@pytest.fixture
+def git_checkout(tmp_path, monkeypatch):
+    """Return a git checkout with one commit, or skip where git is missing."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    # Stop git from finding a checkout above the temporary folder.
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    folder = tmp_path / "checkout"
+    folder.mkdir()
+    _git(folder, "init", "-q")
+    (folder / "module.py").write_text("VALUE = 1\n")
+    _git(folder, "add", "module.py")
+    _git(folder, "commit", "-q", "-m", "first")
+    return folder
+
+
+def test_source_revision_clean_checkout(git_checkout):
+    head = _git(git_checkout, "rev-parse", "HEAD").stdout.strip()
+
+    assert common.source_revision(git_checkout) == {"commit": head, "modified": False}
+
+
+def test_source_revision_modified_checkout(git_checkout):
+    (git_checkout / "module.py").write_text("VALUE = 2\n")
+    head = _git(git_checkout, "rev-parse", "HEAD").stdout.strip()
+
+    assert common.source_revision(git_checkout) == {"commit": head, "modified": True}
+
+
+def test_source_revision_outside_git(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+
+    assert common.source_revision(tmp_path) == {"commit": None, "modified": None}
+
+
+def test_results_file_records_source(tmp_path):
+    path = common.write_results(tmp_path, "vertical_landing", {}, {"total": 1.0})
+
+    recorded = json.loads(path.read_text())["source"]
+
+    assert recorded == common.source_revision()
