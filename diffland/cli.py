@@ -16,6 +16,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import pathlib
 import re
 import sys
@@ -709,22 +710,35 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(command, Train):
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if isinstance(command, Train):
-            return run_train(command)
-        if isinstance(command, Eval):
-            return run_eval(command)
-        if isinstance(command, Render):
-            run_render(command)
-            return 0
-        if isinstance(command, Bench):
-            return run_bench(command)
-        if isinstance(command, Compare):
-            print(compare_table(command.run_dirs))
-            return 0
-        return run_list(command)
+        status = _run_command(command)
+        # Flush here, so that a closed pipe raises inside this try and not at exit.
+        sys.stdout.flush()
+        return status
     except CliError as error:
         print(f"diffland: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of the output has exited, as `head` does after its lines. Python
+        # flushes stdout once more at exit, so it now writes to the null device.
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        return 1
+
+
+def _run_command(command: Any) -> int:
+    if isinstance(command, Train):
+        return run_train(command)
+    if isinstance(command, Eval):
+        return run_eval(command)
+    if isinstance(command, Render):
+        run_render(command)
+        return 0
+    if isinstance(command, Bench):
+        return run_bench(command)
+    if isinstance(command, Compare):
+        print(compare_table(command.run_dirs))
+        return 0
+    return run_list(command)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """The diffland command: experiment discovery, overrides, train, eval, render, compare."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -429,3 +432,23 @@ def test_list_prints_no_sphinx_roles(capsys):
     assert ":func:" not in output
     assert ":class:" not in output
     assert "``" not in output
+
+
+def test_closed_output_pipe_exits_quietly():
+    # The reader exits before diffland writes, as `diffland list | head -0` would.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        finished = subprocess.run(
+            [sys.executable, "-m", "diffland.cli", "list"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.close(write_end)
+
+    assert "Traceback" not in finished.stderr
+    assert "BrokenPipeError" not in finished.stderr
+    assert finished.returncode == 1
