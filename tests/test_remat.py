@@ -184,6 +184,63 @@ def test_controller_intermediates_are_not_kept():
     assert np.all(np.isfinite(compiled(weights)))
 
 
+def plain_reduce_rollout(sim, policy, start, params, accumulate, summary):
+    """The control loop of ``reduce_rollout`` without a checkpoint on the controller."""
+
+    def body(carry, _):
+        state, summary, step = carry
+        action, _ = policy(state.vehicle, params, ())
+        summary = accumulate(summary, step, state.vehicle, action, ~state.touched_down)
+        state = control_step(VEHICLE, sim, state, action, params)
+        return (state, summary, step + 1), None
+
+    carry = (initial_sim_state(start), summary, jnp.zeros((), jnp.int32))
+    (final, summary, _), _ = jax.lax.scan(body, carry, None, length=sim.horizon)
+    return final, summary
+
+
+@pytest.mark.parametrize("remat", ["none", "step", "nested"])
+def test_checkpointed_controller_keeps_gradient_float64(x64, remat):
+    start = make_vertical_state(150.0, -50.0, 30_000.0, dtype=jnp.float64)
+    params = falcon9_like(dtype=jnp.float64)
+    sim = SimConfig(control_dt=0.2, substeps=2, horizon=HORIZON, remat=remat)
+    weights = jax.random.normal(jax.random.PRNGKey(2), (16,), jnp.float64)
+
+    def policy_of(weights):
+        def policy(state, params, carry):
+            hidden = jnp.tanh(weights * state.altitude / 100.0 + state.velocity / 50.0)
+            return jax.nn.sigmoid(jnp.sum(hidden * weights))[None], carry
+
+        return policy
+
+    def accumulate(total, step, state, action, active):
+        return total + jnp.where(active, state.velocity**2 + 10.0 * action[0], 0.0)
+
+    def checked(weights, start):
+        final, total = reduce_rollout(
+            VEHICLE, sim, policy_of(weights), start, params, (), accumulate, jnp.zeros(())
+        )
+        return total + final.vehicle.mass
+
+    def plain(weights, start):
+        final, total = plain_reduce_rollout(
+            sim, policy_of(weights), start, params, accumulate, jnp.zeros(())
+        )
+        return total + final.vehicle.mass
+
+    expected, expected_grads = jax.value_and_grad(plain, (0, 1))(weights, start)
+    actual, actual_grads = jax.jit(jax.value_and_grad(checked, (0, 1)))(weights, start)
+
+    np.testing.assert_allclose(actual, expected, rtol=1e-12)
+    for got, want in zip(
+        jax.tree_util.tree_leaves(actual_grads),
+        jax.tree_util.tree_leaves(expected_grads),
+        strict=True,
+    ):
+        assert np.any(want != 0.0)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
 def rigid_body_setup():
     """Return a 6-DOF booster with drag and a steady wind, simulated with RK4 in 2 sub-steps.
 
