@@ -720,8 +720,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader of the output has exited, as `head` does after its lines. Python
         # flushes stdout once more at exit, so it now writes to the null device.
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
+        null_device = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null_device, sys.stdout.fileno())
         return 1
 
 

@@ -609,7 +609,7 @@ def write_results(
 
 def source_revision(root: pathlib.Path | None = None) -> dict[str, Any]:
     """Return the git commit of the checkout at ``root`` (by default the one that contains
-    this package) and whether tracked files differ from it.
+    the experiments package) and whether tracked files differ from it.
 
     Both entries are None where git is missing or ``root`` is not a git checkout, for
     example for an installed copy of the package.

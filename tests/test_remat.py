@@ -155,8 +155,8 @@ def test_remat_lowers_backward_memory():
 
 
 def test_controller_intermediates_are_not_kept():
-    # A controller with a hidden layer of 4,096 units: kept for every control step, its
-    # activations alone would take horizon x width x 4 bytes.
+    # A controller with a hidden layer of 4,096 units. If the backward pass kept them for
+    # every control step, its activations alone would take horizon x width x 4 bytes.
     width, horizon = 4096, 200
     start = make_vertical_state(150.0, -50.0, 30_000.0)
     params = falcon9_like()
@@ -239,6 +239,14 @@ def test_checkpointed_controller_keeps_gradient_float64(x64, remat):
     ):
         assert np.any(want != 0.0)
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+    # Central finite difference along one direction of the controller's weights.
+    direction = jax.random.normal(jax.random.PRNGKey(3), weights.shape, jnp.float64)
+    step = 1e-6
+    difference = (
+        checked(weights + step * direction, start) - checked(weights - step * direction, start)
+    ) / (2.0 * step)
+    np.testing.assert_allclose(jnp.dot(actual_grads[0], direction), difference, rtol=1e-5)
 
 
 def rigid_body_setup():

@@ -589,7 +589,7 @@ def _control_loop(vehicle, config, policy, start, params, policy_carry, observe,
     (1-D lander, PID) of what it was.
     """
 
-    # prevent_cse=False as in control_step: the call runs inside lax.scan.
+    # prevent_cse=False is safe because the call runs inside lax.scan (see control_step).
     checkpointed_policy = jax.checkpoint(
         lambda state, memory: policy(state, params, memory), prevent_cse=False
     )
