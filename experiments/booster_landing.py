@@ -670,9 +670,9 @@ def main(
             results = run(spec, config, run_folder, args.resume)
         else:
             results = run_experiment(config, run_folder, args.resume)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print(f"\ninterrupted; continue with: {resume_command(spec, argv)}", file=sys.stderr)
-        return 130
+        return common.interrupted_status(interrupt)
 
     print()
     print(common.format_table(results["controllers"]))

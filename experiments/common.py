@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import pathlib
+import signal
 import subprocess
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -579,6 +580,13 @@ def combine_seeds(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             combined[key] = sum(present) / len(present)
     combined["per_seed"] = [dict(entry) for entry in per_seed]
     return combined
+
+
+def interrupted_status(error: KeyboardInterrupt) -> int:
+    """Return the exit status for a run stopped by ``error``: 128 plus the signal's
+    number (130 for SIGINT, 143 for SIGTERM), as a shell reports a process that the
+    signal ended."""
+    return getattr(error, "exit_status", 128 + signal.SIGINT)
 
 
 def write_results(

@@ -811,9 +811,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         results = run(config, run_folder, args.resume)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print(f"\ninterrupted; continue with: {resume_command(args, run_folder)}", file=sys.stderr)
-        return 130
+        return common.interrupted_status(interrupt)
 
     print()
     print(common.format_table(results["controllers"]))

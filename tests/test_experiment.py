@@ -5,10 +5,12 @@ import dataclasses
 import json
 import logging
 import shutil
+import signal
 import subprocess
 
 import pytest
 
+from diffland.training.interrupts import TrainingInterrupted
 from experiments import (
     booster_landing,
     common,
@@ -314,3 +316,9 @@ def test_results_file_records_source(tmp_path):
     recorded = json.loads(path.read_text())["source"]
 
     assert recorded == common.source_revision()
+
+
+def test_interrupted_status_per_signal():
+    assert common.interrupted_status(TrainingInterrupted(signal.SIGTERM)) == 143
+    assert common.interrupted_status(TrainingInterrupted(signal.SIGINT)) == 130
+    assert common.interrupted_status(KeyboardInterrupt()) == 130

@@ -17,6 +17,7 @@ from diffland.dynamics import (
     make_vertical_params,
     make_vertical_state,
 )
+from diffland.dynamics.base import check_finite_tree
 from diffland.scenarios import LandingBurnScenario, sample_landing_burn_states
 from diffland.training import LandingTask, TrainConfig, Trainer
 
@@ -328,3 +329,12 @@ def test_sim_config_rejects_string_integrator():
 def test_make_params_rejects_integer_dtype():
     with pytest.raises(ValueError, match="dtype = int32 is invalid"):
         params_with(dtype=jnp.int32)
+
+
+def test_non_finite_message_gives_index():
+    altitude = np.full(4096, 100.0)
+    altitude[5] = math.nan
+    states = make_vertical_state(altitude, np.full(4096, -5.0), np.full(4096, 30_000.0))
+
+    with pytest.raises(ValueError, match=r"at index \[5\] \(1 of 4096 entries\)"):
+        check_finite_tree(states, "state")

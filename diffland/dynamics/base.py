@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 State = Any
@@ -165,10 +166,18 @@ def check_finite_tree(tree: Any, name: str) -> None:
         return
     leaves = jax.tree_util.tree_leaves_with_path(tree)
     for path, leaf in leaves:
-        values = jnp.asarray(leaf)
-        if not bool(jnp.all(jnp.isfinite(values))):
-            field = jax.tree_util.keystr(path)
-            raise ValueError(
-                f"{name}{field} contains a non-finite value ({values}); every state and "
-                "parameter entry must be a finite number."
-            )
+        values = np.asarray(leaf)
+        not_finite = ~np.isfinite(values)
+        if not not_finite.any():
+            continue
+        field = jax.tree_util.keystr(path)
+        # numpy abbreviates long arrays, so the message also gives where the first
+        # non-finite entry is.
+        location = ""
+        if values.ndim:
+            first = ", ".join(str(int(i)) for i in np.argwhere(not_finite)[0])
+            location = f" at index [{first}] ({int(not_finite.sum())} of {values.size} entries)"
+        raise ValueError(
+            f"{name}{field} contains a non-finite value ({values}){location}; every state and "
+            "parameter entry must be a finite number."
+        )
