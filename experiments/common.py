@@ -418,13 +418,18 @@ def restore_selected_params(
     checkpoint_dir: pathlib.Path,
     example_states: Any,
 ) -> Any:
-    """Return the parameters a training run selected, read from its last checkpoint.
+    """Return the parameters a finished training run selected, read from its final
+    checkpoint (step ``train_config.steps``).
 
     These are the best-validation parameters when ``train_config.select_best`` is on (the
-    experiments always pass validation states), otherwise the last ones. Raises
-    :class:`RunFolderError` when the folder has no checkpoint or none fits ``controller``.
+    experiments always pass validation states), otherwise the last ones. Nothing in the
+    folder changes, and no older checkpoint stands in for the final one, because its
+    parameters would not be the ones the run reported. Raises :class:`RunFolderError`
+    when the final checkpoint is missing, unreadable or damaged, or does not fit
+    ``controller``.
     """
     from diffland.training import Trainer
+    from diffland.training.checkpoint import CheckpointUnreadable
 
     if not checkpoint_dir.is_dir() or not any(checkpoint_dir.iterdir()):
         raise RunFolderError(
@@ -432,14 +437,24 @@ def restore_selected_params(
             "controller. Resume it (diffland train EXPERIMENT --resume --out RUN_DIR) first."
         )
     trainer = Trainer(task, controller, train_config, example_states, checkpoint_dir=checkpoint_dir)
+    final = train_config.steps
     try:
-        state = trainer.restore()
-    except ValueError as error:
-        raise RunFolderError(str(error)) from None
+        saved = trainer.store.steps()
+        if final not in saved:
+            raise RunFolderError(
+                f"{checkpoint_dir} has no checkpoint of the final step {final} (saved steps: "
+                f"{saved}), so the controller this run reported cannot be reloaded. Resume "
+                "the run (diffland train EXPERIMENT --resume --out RUN_DIR) if it stopped "
+                "early, or train it again."
+            )
+        state = trainer.store.restore_step(final, trainer.init())
+    except CheckpointUnreadable as error:
+        raise RunFolderError(
+            f"{error}, so the controller this run reported cannot be reloaded. An older "
+            "checkpoint would give other results, so none is used. Train the run again."
+        ) from None
     finally:
         trainer.store.close()
-    if state is None:
-        raise RunFolderError(f"no readable checkpoint in {checkpoint_dir}; train the run again.")
     return state.best_params if train_config.select_best else state.params
 
 

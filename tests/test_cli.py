@@ -317,6 +317,44 @@ def test_eval_command_exit_status(tiny_run, reproduced, tmp_path, monkeypatch, c
     assert "1 of 35 metrics differ from results.json" in captured.err
 
 
+def _flip_array_bit(checkpoint):
+    data = [path for path in checkpoint.glob("default/ocdbt.process_0/d/*") if path.is_file()]
+    largest = max(data, key=lambda path: path.stat().st_size)
+    content = bytearray(largest.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    largest.write_bytes(bytes(content))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_eval_rejects_damaged_final_checkpoint(tiny_run, tmp_path, capsys):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_run, damaged)
+    mlp = damaged / "checkpoints" / "seed0" / "mlp"
+    _flip_array_bit(mlp / "2")
+
+    assert cli.main(["eval", str(damaged)]) == 2
+
+    error = capsys.readouterr().err
+    assert f"checkpoint {mlp / '2'} is unreadable (ChecksumMismatch" in error
+    assert "An older checkpoint would give other results" in error
+    assert sorted(path.name for path in mlp.iterdir()) == ["2"]
+
+
+@pytest.mark.slow
+def test_eval_rejects_missing_final_checkpoint(tiny_run, tmp_path, capsys):
+    missing = tmp_path / "missing"
+    shutil.copytree(tiny_run, missing)
+    mlp = missing / "checkpoints" / "seed0" / "mlp"
+    # A resumed training run sets a damaged newest checkpoint aside under this name.
+    (mlp / "2").rename(mlp / "2.unreadable")
+
+    assert cli.main(["eval", str(missing)]) == 2
+
+    error = capsys.readouterr().err
+    assert f"{mlp} has no checkpoint of the final step 2 (saved steps: [])" in error
+
+
 @pytest.mark.slow
 def test_render_smoke_writes_files(tiny_run):
     paths = cli.run_render(cli.Render(run_dir=tiny_run, landers=3, frames=4))

@@ -23,6 +23,7 @@ from test_training import NaNGradientPolicy, landing_task, start_pool, train_con
 from training_scenarios import CHECKPOINT_EVERY, STEPS, subprocess_environment
 
 from diffland.training import CheckpointStore, Trainer, TrainingInterrupted
+from diffland.training.checkpoint import CheckpointUnreadable
 from diffland.training.interrupts import StopSignals
 
 SCRIPT = pathlib.Path(__file__).with_name("training_scenarios.py")
@@ -286,6 +287,24 @@ def test_missing_checksums_restore_with_warning(tmp_path, caplog):
     assert step == 1
     assert_trees_close(tree, large_tree(1.0), atol=0.0)
     assert "has no checksums.json" in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_restore_step_rejects_damage(tmp_path):
+    store = CheckpointStore(tmp_path / "checkpoints")
+    store.save(1, large_tree(1.0))
+    store.save(2, large_tree(2.0))
+    flip_bit(largest_file(store.directory / "2", "default/ocdbt.process_0/d/*"))
+    reader = CheckpointStore(tmp_path / "checkpoints")
+
+    with pytest.raises(CheckpointUnreadable, match=r"checkpoints/2 is unreadable \(Checksum"):
+        reader.restore_step(2, large_tree(0.0))
+    with pytest.raises(CheckpointUnreadable, match=r"checkpoints/3 does not exist"):
+        reader.restore_step(3, large_tree(0.0))
+
+    assert reader.steps() == [1, 2]
+    assert not (store.directory / "2.unreadable").exists()
+    assert_trees_close(reader.restore_step(1, large_tree(0.0)), large_tree(1.0), atol=0.0)
 
 
 # -- non-finite updates ------------------------------------------------------------------

@@ -34,6 +34,16 @@ class ChecksumMismatch(ValueError):
     """A restored checkpoint differs from the values that were saved."""
 
 
+class CheckpointUnreadable(ValueError):
+    """A checkpoint is missing, cannot be read, or fails its checksums."""
+
+
+def _describe(error: Exception) -> str:
+    """Return the error's type and the first line of its message."""
+    text = str(error)
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
 def leaf_checksums(tree: Any) -> dict[str, dict[str, Any]]:
     """Return the dtype, shape and SHA-256 of each leaf's bytes, keyed by its tree path.
 
@@ -125,19 +135,16 @@ class CheckpointStore:
         Raises ``ValueError`` when checkpoints exist but none can be restored, because
         they were written for another controller or configuration, or are all damaged.
         """
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
         steps = self.steps()
         skipped: list[int] = []
         for step in reversed(steps):
             try:
-                tree = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-                self._verify(step, tree)
+                tree = self._restore_verified(step, target)
             except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many types
                 logger.warning(
-                    "checkpoint %s is unreadable and was skipped (%s: %s)",
+                    "checkpoint %s is unreadable and was skipped (%s)",
                     self.directory / str(step),
-                    type(error).__name__,
-                    str(error).splitlines()[0] if str(error) else "",
+                    _describe(error),
                 )
                 skipped.append(step)
                 continue
@@ -151,6 +158,29 @@ class CheckpointStore:
                 "folder, or resume with the settings the run was started with."
             )
         return None
+
+    def restore_step(self, step: int, target: Any) -> Any:
+        """Restore the checkpoint of ``step`` shaped like ``target``, with no fallback.
+
+        Unlike :meth:`restore_latest` this changes nothing in the folder, so it suits
+        reading a finished run. Raises :class:`CheckpointUnreadable` when the step was
+        not saved, when orbax cannot read it, or when its values fail their checksums.
+        """
+        folder = self.directory / str(step)
+        if step not in self.steps():
+            raise CheckpointUnreadable(f"checkpoint {folder} does not exist")
+        try:
+            return self._restore_verified(step, target)
+        except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many types
+            raise CheckpointUnreadable(
+                f"checkpoint {folder} is unreadable ({_describe(error)})"
+            ) from error
+
+    def _restore_verified(self, step: int, target: Any) -> Any:
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+        tree = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        self._verify(step, tree)
+        return tree
 
     def _set_aside(self, steps: list[int]) -> None:
         for step in steps:
