@@ -160,15 +160,25 @@ def check_positive_numbers(config: Any, names: Sequence[str], unit: str = "") ->
 def check_rollout_time(control_dt: float, horizon_seconds: float) -> None:
     """Raise ``ValueError`` unless both are positive times in s and the horizon
     ``round(horizon_seconds / control_dt)`` that the experiments pass to ``SimConfig`` is
-    at least one control step."""
+    at least one control step and at most
+    :data:`~diffland.dynamics.simulate.MAX_HORIZON`."""
     for name, value in (("control_dt", control_dt), ("horizon_seconds", horizon_seconds)):
         valid = isinstance(value, int | float) and not isinstance(value, bool)
         if not (valid and math.isfinite(value) and value > 0):
             raise ValueError(f"{name} = {value!r} is invalid: pass a positive number of seconds.")
-    if int(round(horizon_seconds / control_dt)) < 1:
+    from diffland.dynamics.simulate import MAX_HORIZON
+
+    steps = round(horizon_seconds / control_dt)
+    if steps < 1:
         raise ValueError(
             f"horizon_seconds = {horizon_seconds!r} is invalid: it is less than one control "
             f"step of control_dt = {control_dt!r} s. Pass horizon_seconds >= control_dt."
+        )
+    if steps > MAX_HORIZON:
+        raise ValueError(
+            f"horizon_seconds = {horizon_seconds!r} is invalid: it makes {steps:,} control "
+            f"steps of control_dt = {control_dt!r} s, more than the {MAX_HORIZON:,} that a "
+            f"rollout can count. Pass horizon_seconds <= {MAX_HORIZON * control_dt:g}."
         )
 
 

@@ -203,6 +203,7 @@ class ConvexGuidanceConfig:
                 f"horizon_seconds = {self.horizon_seconds} is invalid: pass at least one "
                 f"control period (control_dt = {self.control_dt} s)."
             )
+        common.check_rollout_time(self.control_dt, self.horizon_seconds)
         interval = self.search_interval
         low, high = interval if len(interval) == 2 else (math.nan, math.nan)
         if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):

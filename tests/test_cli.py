@@ -151,6 +151,19 @@ def test_override_range_checked_before_run(tmp_path, capsys):
     assert not folder.exists()
 
 
+def test_overlong_horizon_rejected_before_run(tmp_path, capsys):
+    folder = tmp_path / "run"
+    argv = ["train", "vertical_landing", "--out", str(folder), "--set", "horizon_seconds=1e9"]
+
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+
+    error = " ".join(capsys.readouterr().err.split())
+    assert "horizon_seconds = 1000000000.0 is invalid: it makes 20,000,000,000 control" in error
+    assert "Pass horizon_seconds <= 1.07374e+08." in error
+    assert not folder.exists()
+
+
 def test_train_help_states_units(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--help"])

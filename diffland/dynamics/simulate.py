@@ -35,6 +35,9 @@ outside this setting and keep the caller's precision."""
 REMAT_MODES = ("none", "step", "nested")
 """Values of :attr:`SimConfig.remat`."""
 
+MAX_HORIZON = 2**31 - 1
+"""Most control steps of a rollout: JAX counts the steps in 32-bit integers by default."""
+
 
 @dataclasses.dataclass(frozen=True)
 class SimConfig:
@@ -91,6 +94,11 @@ class SimConfig:
             raise ValueError(f"substeps = {self.substeps!r} must be an integer >= 1.")
         if not (isinstance(self.horizon, int) and self.horizon >= 1):
             raise ValueError(f"horizon = {self.horizon!r} must be an integer >= 1.")
+        if self.horizon > MAX_HORIZON:
+            raise ValueError(
+                f"horizon = {self.horizon} control steps is more than {MAX_HORIZON:,}, the "
+                "largest step index a 32-bit integer holds. Pass a shorter horizon."
+            )
         cut = self.truncation
         if cut is not None and (isinstance(cut, bool) or not (isinstance(cut, int) and cut >= 1)):
             raise ValueError(

@@ -32,6 +32,7 @@ from diffland.training.imitation import (
     teacher_pairs,
 )
 from diffland.training.interrupts import TrainingInterrupted
+from diffland.training.memory import InsufficientMemoryError
 from diffland.training.parallel import DataParallel
 from diffland.training.task import (
     LandingTask,
@@ -58,6 +59,7 @@ __all__ = [
     "DataParallel",
     "ImitationConfig",
     "ImitationResult",
+    "InsufficientMemoryError",
     "JsonlWriter",
     "LandingCost",
     "LandingOutcome",

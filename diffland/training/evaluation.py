@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from diffland.dynamics.simulate import Trajectory
+from diffland.training import memory
 from diffland.training.cost import LandingOutcome, landing_outcome
 from diffland.training.parallel import DataParallel
 from diffland.training.task import LandingTask, batch_rollout, map_landers
@@ -26,16 +27,17 @@ def rollout_outcomes(
     The states are split over ``num_devices`` devices (None: all of them) when their count
     divides by the device count, else every device rolls out all of them. Each lander is
     rolled out on its own, so the split changes no value.
+
+    Every step of every rollout is recorded. Before compiling, the size of that record
+    is compared with the free memory (see :func:`diffland.training.memory.check_fits`),
+    and :class:`~diffland.training.memory.InsufficientMemoryError` is raised when it
+    does not fit.
     """
     parallel = DataParallel.create(num_devices)
     count = jax.tree_util.tree_leaves(states)[0].shape[0]
     # NOTE: with several processes, split outputs would lie on hosts that cannot read each
     # other's shards, so multi-process runs roll out every state on every device.
-    if parallel.divides(count) and jax.process_count() == 1:
-        states = parallel.shard_batch(states)
-    else:
-        states = parallel.replicate(states)
-    variables = parallel.replicate(variables)
+    split = parallel.divides(count) and jax.process_count() == 1
 
     @jax.jit
     def run(variables, states):
@@ -45,6 +47,15 @@ def rollout_outcomes(
         )
         return trajectory, outcome
 
+    recorded = memory.tree_bytes(jax.eval_shape(run, variables, states))
+    memory.check_fits(
+        recorded // parallel.device_count if split else recorded,
+        list(parallel.mesh.devices.flat),
+        f"recording {count} rollouts of {task.sim.horizon} control steps",
+        "Score fewer start states or shorten the horizon.",
+    )
+    states = parallel.shard_batch(states) if split else parallel.replicate(states)
+    variables = parallel.replicate(variables)
     return jax.block_until_ready(run(variables, states))
 
 

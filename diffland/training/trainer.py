@@ -29,6 +29,7 @@ from jax.experimental import checkify
 
 from diffland.dynamics import components
 from diffland.dynamics.simulate import component_compiler_options
+from diffland.training import memory
 from diffland.training.checkpoint import CheckpointStore
 from diffland.training.cost import landing_outcome, summary_cost_terms
 from diffland.training.interrupts import StopSignals, TrainingInterrupted
@@ -512,7 +513,29 @@ class Trainer:
         if self.eval_states is not None:
             evaluate = jax.jit(self._evaluate_fn, out_shardings=replicated)
             self._evaluate = evaluate.lower(state.params, self.eval_states).compile()
+        self._check_memory()
         return time.perf_counter() - start
+
+    def _check_memory(self) -> None:
+        """Raise :class:`~diffland.training.memory.InsufficientMemoryError` before the
+        first update when a compiled function needs more memory than is free."""
+        devices = list(self.parallel.mesh.devices.flat)
+        sim = self.task.sim
+        memory.check_fits(
+            memory.compiled_bytes(self._update),
+            devices,
+            f"one training update (batch {self.config.batch_size}, horizon {sim.horizon}, "
+            f"remat {sim.remat!r})",
+            'Lower batch_size or the horizon, or set SimConfig.remat to "step" or "nested".',
+        )
+        if self._evaluate is not None:
+            count = jax.tree_util.tree_leaves(self.eval_states)[0].shape[0]
+            memory.check_fits(
+                memory.compiled_bytes(self._evaluate),
+                devices,
+                f"the validation pass over {count} start states",
+                "Pass fewer validation states or shorten the horizon.",
+            )
 
     def step(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
         """Apply one update with the compiled function."""

@@ -1,0 +1,131 @@
+"""Memory checks that run before a rollout or a training update is compiled."""
+
+import jax
+import pytest
+from jax import monitoring
+from test_training import landing_task, start_pool, train_config
+
+from diffland.controllers import VerticalPID
+from diffland.dynamics import SimConfig
+from diffland.training import Trainer, memory
+from diffland.training.evaluation import rollout_outcomes
+from diffland.training.task import init_controller
+
+GIB = 2**30
+
+
+@pytest.fixture
+def backend_compiles():
+    """Record every backend compilation that happens while the test runs."""
+    names = []
+
+    def listener(name, duration, **kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            names.append(name)
+
+    monitoring.register_event_duration_secs_listener(listener)
+    yield names
+    monitoring.unregister_event_duration_listener(listener)
+
+
+def test_meminfo_available_line(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   2048 kB\n")
+
+    assert memory.host_available_bytes(meminfo) == 2048 * 1024
+
+
+def test_meminfo_without_available_line(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\n")
+
+    assert memory.host_available_bytes(meminfo) is None
+    assert memory.host_available_bytes(tmp_path / "absent") is None
+
+
+def test_cpu_devices_share_host_memory(monkeypatch):
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 3000)
+    devices = jax.devices()
+
+    assert memory.available_bytes(devices) == 3000 // len(devices)
+    assert memory.available_bytes(devices[:1]) == 3000
+
+
+def test_check_fits_message(monkeypatch):
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: GIB // 2)
+
+    with pytest.raises(memory.InsufficientMemoryError) as error:
+        memory.check_fits(GIB, jax.devices()[:1], "the sweep", "Lower the batch.")
+
+    assert str(error.value) == (
+        "the sweep needs about 1.0 GiB per device, but only 0.5 GiB is free on each of "
+        "1 cpu device(s). Lower the batch."
+    )
+    memory.check_fits(GIB // 2, jax.devices()[:1], "the sweep", "Lower the batch.")
+
+
+def test_check_fits_skips_unknown(monkeypatch):
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: None)
+    memory.check_fits(GIB, jax.devices()[:1], "the sweep", "")
+
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 1)
+    memory.check_fits(None, jax.devices()[:1], "the sweep", "")
+
+
+def _pid_and_variables(task, states):
+    pid = VerticalPID(task.vehicle, task.sim.control_dt)
+    first = jax.tree_util.tree_map(lambda x: x[0], states)
+    return pid, init_controller(task, pid, jax.random.PRNGKey(0), first)
+
+
+def test_recorded_rollouts_rejected_before_compiling(monkeypatch, backend_compiles):
+    task = landing_task()
+    states = start_pool(8)
+    pid, variables = _pid_and_variables(task, states)
+    # 8 landers x 60 steps record several kB: 1 kB is too little.
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 1024 * len(jax.devices()))
+    backend_compiles.clear()
+
+    with pytest.raises(memory.InsufficientMemoryError, match="recording 8 rollouts of 60 control"):
+        rollout_outcomes(task, pid, variables, states, num_devices=1)
+
+    assert backend_compiles == []
+
+
+def test_recorded_rollouts_within_memory(monkeypatch):
+    task = landing_task()
+    states = start_pool(8)
+    pid, variables = _pid_and_variables(task, states)
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: GIB)
+
+    trajectory, _ = rollout_outcomes(task, pid, variables, states, num_devices=1)
+
+    assert trajectory.actions.shape[:2] == (8, 60)
+
+
+def test_training_update_rejected_before_first_step(monkeypatch, tmp_path):
+    task = landing_task()
+    pid = VerticalPID(task.vehicle, task.sim.control_dt)
+    trainer = Trainer(
+        task,
+        pid,
+        train_config(num_devices=1),
+        start_pool(16),
+        checkpoint_dir=tmp_path / "checkpoints",
+    )
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 1024)
+
+    with pytest.raises(memory.InsufficientMemoryError) as error:
+        trainer.train()
+
+    message = str(error.value)
+    assert "one training update (batch 4, horizon 60, remat 'none')" in message
+    assert 'set SimConfig.remat to "step" or "nested"' in message
+    assert trainer.store.steps() == []
+
+
+def test_horizon_beyond_step_counter():
+    with pytest.raises(ValueError, match="horizon = 2147483648 control steps is more than"):
+        SimConfig(control_dt=0.1, horizon=2**31)
+
+    assert SimConfig(control_dt=0.1, horizon=2**31 - 1).horizon == 2**31 - 1
