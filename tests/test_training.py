@@ -630,6 +630,19 @@ def test_fresh_run_rejects_used_checkpoint_folder(tmp_path):
         again.train()
 
 
+def test_resume_of_finished_run_skips_compile(straight_run):
+    trainer, straight, _ = straight_run
+    resumed_trainer = make_trainer(trainer.store.directory)
+
+    resumed = resumed_trainer.train(resume=True)
+
+    assert resumed.resumed_from == TOTAL_STEPS
+    assert resumed.compile_seconds == 0.0
+    assert resumed_trainer.trace_count == 0
+    assert resumed.selected_step == straight.selected_step
+    assert_trees_close(resumed.selected_params, straight.selected_params, atol=0.0)
+
+
 def test_resume_with_other_controller_raises(tmp_path):
     folder = tmp_path / "checkpoints"
     config = train_config(steps=2)

@@ -594,6 +594,16 @@ class Trainer:
             if resume:
                 logger.warning("no checkpoint to resume from; starting at step 0")
             state = self.init()
+        if int(state.step) >= self.config.steps:
+            # A finished run needs no compiled update, so resuming it costs no compile.
+            logger.info(
+                "the checkpoint of step %d completes the %d steps; nothing left to train",
+                int(state.step),
+                self.config.steps,
+            )
+            return TrainResult(
+                state, 0.0, float(state.train_seconds), resumed_from, self._selects()
+            )
         compile_seconds = self.compile(state)
         logger.info(
             "compiled the update in %.2f s; training on %s",
@@ -649,10 +659,13 @@ class Trainer:
         state = processed
         jax.block_until_ready(state)
         state = timed(state)
-        select_best = self.config.select_best and self.eval_states is not None
         return TrainResult(
-            state, compile_seconds, float(state.train_seconds), resumed_from, select_best
+            state, compile_seconds, float(state.train_seconds), resumed_from, self._selects()
         )
+
+    def _selects(self) -> bool:
+        """Whether training keeps the best-validation parameters."""
+        return self.config.select_best and self.eval_states is not None
 
     def _keep_if_best(self, state: TrainState, metrics: Mapping[str, float]) -> TrainState:
         """Record the current parameters as the best if their validation score is higher."""
