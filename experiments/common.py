@@ -11,9 +11,10 @@ import math
 import pathlib
 import signal
 import subprocess
+import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 SCHEMA_VERSION = 1
 
@@ -441,6 +442,18 @@ def restore_selected_params(
     if state is None:
         raise RunFolderError(f"no readable checkpoint in {checkpoint_dir}; train the run again.")
     return state.best_params if train_config.select_best else state.params
+
+
+def run_entry_point(main: Callable[[list[str] | None], int]) -> NoReturn:
+    """Run an experiment's ``main`` on the process arguments and exit with its status.
+
+    Every ``if __name__ == "__main__":`` block of the experiments calls this. When the
+    reader of stdout exits early (``python -m experiments.NAME | head``), the process
+    exits with status 1 and no ``BrokenPipeError`` traceback, as ``diffland`` does.
+    """
+    from diffland.cli import run_quiet_on_closed_pipe
+
+    sys.exit(run_quiet_on_closed_pipe(lambda: main(None)))
 
 
 def configure_logging(level: str) -> None:

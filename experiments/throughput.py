@@ -49,7 +49,6 @@ import math
 import os
 import pathlib
 import re
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -1350,4 +1349,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run_entry_point(main)

@@ -434,13 +434,14 @@ def test_list_prints_no_sphinx_roles(capsys):
     assert "``" not in output
 
 
-def test_closed_output_pipe_exits_quietly():
+@pytest.mark.parametrize("arguments", [["list"], ["--help"], ["train", "--help"]])
+def test_closed_output_pipe_exits_quietly(arguments):
     # The reader exits before diffland writes, as `diffland list | head -0` would.
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
         finished = subprocess.run(
-            [sys.executable, "-m", "diffland.cli", "list"],
+            [sys.executable, "-m", "diffland.cli", *arguments],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,

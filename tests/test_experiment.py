@@ -1,12 +1,16 @@
 """The vertical-landing experiment: a tiny end-to-end run and its results file. The run
 folder and config checks that every experiment shares."""
 
+import ast
 import dataclasses
 import json
 import logging
+import os
+import pathlib
 import shutil
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -322,3 +326,42 @@ def test_interrupted_status_per_signal():
     assert common.interrupted_status(TrainingInterrupted(signal.SIGTERM)) == 143
     assert common.interrupted_status(TrainingInterrupted(signal.SIGINT)) == 130
     assert common.interrupted_status(KeyboardInterrupt()) == 130
+
+
+def main_blocks() -> dict[str, list[str]]:
+    """Return the statements of each experiment module's ``if __name__ == "__main__":``
+    block, by module name."""
+    blocks = {}
+    for path in sorted(pathlib.Path(common.__file__).parent.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'":
+                blocks[path.stem] = [ast.unparse(statement) for statement in node.body]
+    return blocks
+
+
+def test_entry_points_use_shared_runner():
+    blocks = main_blocks()
+
+    assert "vertical_landing" in blocks
+    for name, statements in blocks.items():
+        assert statements == ["common.run_entry_point(main)"], name
+
+
+def test_entry_point_closed_pipe_exits_quietly(monkeypatch):
+    # The reader has exited before the results table is written, as `| head -0` does.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    closed_output = os.fdopen(write_end, "w")
+    monkeypatch.setattr(sys, "stdout", closed_output)
+
+    def main(argv):
+        print("controller  success")
+        return 0
+
+    try:
+        with pytest.raises(SystemExit) as exited:
+            common.run_entry_point(main)
+    finally:
+        closed_output.close()
+
+    assert exited.value.code == 1
