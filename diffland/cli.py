@@ -59,6 +59,10 @@ class Train:
     set: Annotated[tuple[str, ...], tyro.conf.arg(metavar="KEY=VALUE ...")] = ()
     """Config changes as KEY=VALUE, for example mlp.steps=50; keys are the fields of
     config.json, nested ones joined by dots."""
+    num_devices: int | None = None
+    """Devices that each training batch is split over, recorded as num_devices in
+    config.json. Without it, a batch uses every local device when its size divides by
+    their count, else 1. A resumed run may change it."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logging level."""
 
@@ -261,7 +265,8 @@ def _load_run(run_dir: pathlib.Path, results: dict[str, Any]):
 def run_train(command: Train) -> int:
     """Build the experiment's own command line from ``command`` and run its ``main``."""
     module = _import_experiment(command.experiment)
-    argv = ["--log-level", command.log_level]
+    # --launcher diffland makes the experiment print its resume command as diffland train.
+    argv = ["--log-level", command.log_level, "--launcher", "diffland"]
     if command.quick:
         argv.append("--quick")
     if command.resume:
@@ -270,8 +275,10 @@ def run_train(command: Train) -> int:
         argv += ["--out", str(command.out)]
     if command.seeds is not None:
         argv += ["--seeds", str(command.seeds)]
-    for assignment in command.set:
-        argv += ["--set", assignment]
+    if command.num_devices is not None:
+        argv += ["--num-devices", str(command.num_devices)]
+    if command.set:
+        argv += ["--set", *command.set]
     return module.main(argv)
 
 
