@@ -20,6 +20,7 @@ import os
 import pathlib
 import re
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import tyro
@@ -58,6 +59,10 @@ class Train:
     set: Annotated[tuple[str, ...], tyro.conf.arg(metavar="KEY=VALUE ...")] = ()
     """Config changes as KEY=VALUE, for example mlp.steps=50; keys are the fields of
     config.json, nested ones joined by dots."""
+    num_devices: int | None = None
+    """Devices that each training batch is split over, recorded as num_devices in
+    config.json. Without it, a batch uses every local device when its size divides by
+    their count, else 1. A resumed run may change it."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logging level."""
 
@@ -260,7 +265,8 @@ def _load_run(run_dir: pathlib.Path, results: dict[str, Any]):
 def run_train(command: Train) -> int:
     """Build the experiment's own command line from ``command`` and run its ``main``."""
     module = _import_experiment(command.experiment)
-    argv = ["--log-level", command.log_level]
+    # --launcher diffland makes the experiment print its resume command as diffland train.
+    argv = ["--log-level", command.log_level, "--launcher", "diffland"]
     if command.quick:
         argv.append("--quick")
     if command.resume:
@@ -269,8 +275,10 @@ def run_train(command: Train) -> int:
         argv += ["--out", str(command.out)]
     if command.seeds is not None:
         argv += ["--seeds", str(command.seeds)]
-    for assignment in command.set:
-        argv += ["--set", assignment]
+    if command.num_devices is not None:
+        argv += ["--num-devices", str(command.num_devices)]
+    if command.set:
+        argv += ["--set", *command.set]
     return module.main(argv)
 
 
@@ -700,6 +708,34 @@ def _format_rows(rows: list[list[str]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: the process arguments) and run the subcommand."""
+    return run_quiet_on_closed_pipe(lambda: _parse_and_run(argv))
+
+
+def run_quiet_on_closed_pipe(function: Callable[[], int]) -> int:
+    """Call ``function`` and return its exit status, or 1 without a traceback when the
+    reader of stdout has closed the pipe, as ``head`` does after its lines.
+
+    The experiments' entry points run through this too (see
+    ``experiments.common.run_entry_point``). A ``SystemExit`` (``--help``, a parser
+    error) passes through unless flushing its output finds the pipe closed.
+    """
+    try:
+        try:
+            status = function()
+        except SystemExit:
+            sys.stdout.flush()
+            raise
+        # Flush here, so that a closed pipe raises inside this try and not at exit.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit, so it now writes to the null device.
+        null_device = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null_device, sys.stdout.fileno())
+        return 1
+
+
+def _parse_and_run(argv: list[str] | None) -> int:
     command = tyro.cli(
         Command,
         prog="diffland",
@@ -710,19 +746,10 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(command, Train):
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        status = _run_command(command)
-        # Flush here, so that a closed pipe raises inside this try and not at exit.
-        sys.stdout.flush()
-        return status
+        return _run_command(command)
     except CliError as error:
         print(f"diffland: error: {error}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        # The reader of the output has exited, as `head` does after its lines. Python
-        # flushes stdout once more at exit, so it now writes to the null device.
-        null_device = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null_device, sys.stdout.fileno())
-        return 1
 
 
 def _run_command(command: Any) -> int:

@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import pathlib
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +46,7 @@ from diffland.training.imitation import (
     student_pairs,
     teacher_pairs,
 )
+from diffland.training.interrupts import StopSignals
 from diffland.viz.plots import plot_booster_landings, plot_training_curves
 from experiments import common
 from experiments.vertical_landing import (
@@ -625,10 +625,14 @@ def build_parser(
     return parser
 
 
-def resume_command(spec: BoosterSpec, argv: list[str]) -> str:
-    """Return the command line that continues this run (the same options plus --resume)."""
-    options = [arg for arg in argv if arg != "--resume"]
-    return " ".join(["python", "-m", f"experiments.{spec.experiment}", "--resume", *options])
+def resume_command(spec: BoosterSpec, args: argparse.Namespace, run_folder: pathlib.Path) -> str:
+    """Return the command line that continues this run, with its landing-limit options."""
+    limits = []
+    for name in LIMIT_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            limits += [f"--{name.replace('_', '-')}", str(value)]
+    return common.resume_command(spec.experiment, args, run_folder, limits)
 
 
 def main(
@@ -649,7 +653,6 @@ def main(
     parser = build_parser(
         spec, description, common.quick_help(base.held_out_states, quick_held_out)
     )
-    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     common.configure_logging(args.log_level)
     limits = {
@@ -663,16 +666,16 @@ def main(
         common.save_config(run_folder, config, args.resume)
     except (ValueError, common.RunFolderError) as error:
         parser.error(str(error))
-    if args.out is None:
-        argv = [*argv, "--out", str(run_folder)]
     try:
-        if run_experiment is None:
-            results = run(spec, config, run_folder, args.resume)
-        else:
-            results = run_experiment(config, run_folder, args.resume)
+        # A signal before training (drawing start states, compiling) stops the run too.
+        with StopSignals():
+            if run_experiment is None:
+                results = run(spec, config, run_folder, args.resume)
+            else:
+                results = run_experiment(config, run_folder, args.resume)
     except KeyboardInterrupt as interrupt:
-        print(f"\ninterrupted; continue with: {resume_command(spec, argv)}", file=sys.stderr)
-        return common.interrupted_status(interrupt)
+        command = resume_command(spec, args, run_folder)
+        return common.report_interrupt(interrupt, run_folder, command)
 
     print()
     print(common.format_table(results["controllers"]))

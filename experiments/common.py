@@ -9,11 +9,13 @@ import json
 import logging
 import math
 import pathlib
+import shlex
 import signal
 import subprocess
+import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 SCHEMA_VERSION = 1
 
@@ -86,6 +88,14 @@ def add_common_arguments(
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="logging level (default INFO)",
     )
+    # diffland train passes --launcher diffland, so that the resume command printed after
+    # an interrupt has the form that the user ran (see resume_command).
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="python", help=argparse.SUPPRESS)
+
+
+LAUNCHERS = ("python", "diffland")
+"""Values of the hidden option ``--launcher``: the command that started the experiment,
+``python -m experiments.NAME`` or ``diffland train NAME``."""
 
 
 NUM_DEVICES_HELP = (
@@ -468,6 +478,18 @@ def restore_selected_params(
     return state.best_params if train_config.select_best else state.params
 
 
+def run_entry_point(main: Callable[[list[str] | None], int]) -> NoReturn:
+    """Run an experiment's ``main`` on the process arguments and exit with its status.
+
+    Every ``if __name__ == "__main__":`` block of the experiments calls this. When the
+    reader of stdout exits early (``python -m experiments.NAME | head``), the process
+    exits with status 1 and no ``BrokenPipeError`` traceback, as ``diffland`` does.
+    """
+    from diffland.cli import run_quiet_on_closed_pipe
+
+    sys.exit(run_quiet_on_closed_pipe(lambda: main(None)))
+
+
 def configure_logging(level: str) -> None:
     # force=True: importing orbax already installs a root handler, which would make a plain
     # basicConfig call do nothing.
@@ -722,18 +744,57 @@ def experiment_parser(experiment: str, description: str) -> argparse.ArgumentPar
     return parser
 
 
-def resume_command(experiment: str, args: argparse.Namespace, run_folder: pathlib.Path) -> str:
-    """Return the command line that continues a run parsed by :func:`experiment_parser`."""
-    command = f"python -m experiments.{experiment} --resume --out {run_folder}"
+def resume_command(
+    experiment: str,
+    args: argparse.Namespace,
+    run_folder: pathlib.Path,
+    options: Sequence[str] = (),
+) -> str:
+    """Return the command line that continues a run parsed by :func:`experiment_parser`
+    (or a parser with the same options), in the form that started it (``args.launcher``).
+
+    ``options`` are further arguments of the experiment's own parser, appended as given.
+    """
+    if args.launcher == "diffland":
+        words = ["diffland", "train", experiment]
+    else:
+        words = ["python", "-m", f"experiments.{experiment}"]
+    words += ["--resume", "--out", str(run_folder)]
     if args.quick:
-        command += " --quick"
+        words.append("--quick")
     if args.seeds != 1:
-        command += f" --seeds {args.seeds}"
+        words += ["--seeds", str(args.seeds)]
     if args.num_devices is not None:
-        command += f" --num-devices {args.num_devices}"
-    for assignment in args.set:
-        command += f" --set {assignment}"
-    return command
+        words += ["--num-devices", str(args.num_devices)]
+    words += options
+    # One --set with every assignment: diffland train keeps only the last of repeated --set.
+    if args.set:
+        words += ["--set", *args.set]
+    return shlex.join(words)
+
+
+def report_interrupt(interrupt: KeyboardInterrupt, run_folder: pathlib.Path, command: str) -> int:
+    """Print how to continue the run in ``run_folder`` after ``interrupt`` to stderr and
+    return the exit status (see :func:`interrupted_status`).
+
+    ``command`` is the run's :func:`resume_command`. Before the first checkpoint is saved
+    (the run was drawing start states or compiling), the message states that the run
+    folder already holds config.json, so the same command starts the run again in it.
+    """
+    # TrainingInterrupted carries its signal number, and a plain KeyboardInterrupt comes
+    # from Ctrl-C.
+    name = signal.Signals(getattr(interrupt, "signal_number", signal.SIGINT)).name
+    checkpoints = run_folder / "checkpoints"
+    saved = checkpoints.is_dir() and any(path.is_file() for path in checkpoints.rglob("*"))
+    if saved:
+        message = f"interrupted by {name}; continue with: {command}"
+    else:
+        message = (
+            f"interrupted by {name} before the first checkpoint was saved. {run_folder} "
+            f"keeps its config.json, so this command starts the run again in it: {command}"
+        )
+    print(f"\n{message}", file=sys.stderr)
+    return interrupted_status(interrupt)
 
 
 def with_num_devices(config: Any, num_devices: int | None) -> Any:

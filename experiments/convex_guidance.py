@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import pathlib
-import sys
 import time
 from typing import Any
 
@@ -52,6 +51,7 @@ from diffland.training.callbacks import MetricsHistory
 from diffland.training.checkpoint import CheckpointStore
 from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
 from diffland.training.imitation import ImitationConfig, fit_to_teacher, teacher_pairs
+from diffland.training.interrupts import StopSignals
 from diffland.viz.plots import plot_training_curves
 from experiments import common
 from experiments.vertical_landing import (
@@ -811,10 +811,11 @@ def main(argv: list[str] | None = None) -> int:
     config, run_folder = common.prepare_run(parser, args, ConvexGuidanceConfig, EXPERIMENT)
 
     try:
-        results = run(config, run_folder, args.resume)
+        # A signal before training (drawing start states, compiling) stops the run too.
+        with StopSignals():
+            results = run(config, run_folder, args.resume)
     except KeyboardInterrupt as interrupt:
-        print(f"\ninterrupted; continue with: {resume_command(args, run_folder)}", file=sys.stderr)
-        return common.interrupted_status(interrupt)
+        return common.report_interrupt(interrupt, run_folder, resume_command(args, run_folder))
 
     print()
     print(common.format_table(results["controllers"]))
@@ -844,4 +845,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run_entry_point(main)

@@ -26,7 +26,6 @@ import functools
 import logging
 import math
 import pathlib
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -369,4 +368,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run_entry_point(main)

@@ -17,12 +17,11 @@ Run ``python -m experiments.planar_landing [--quick] [--seeds N] [--out DIR] [--
 from __future__ import annotations
 
 import pathlib
-import sys
 
 from diffland.dynamics import PlanarBooster, falcon9_like_planar
 from diffland.scenarios import PLANAR_SCENARIO
 from diffland.training.imitation import ImitationConfig
-from experiments import booster_landing
+from experiments import booster_landing, common
 from experiments.booster_landing import BoosterLandingConfig, BoosterSpec
 from experiments.vertical_landing import ControllerSetting
 
@@ -58,4 +57,4 @@ def load_run(run_folder: pathlib.Path):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run_entry_point(main)

@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import logging
 import pathlib
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -337,4 +336,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run_entry_point(main)

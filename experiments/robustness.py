@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
-import sys
 import time
 from typing import Any
 
@@ -255,4 +254,4 @@ def load_run(run_folder: pathlib.Path) -> common.LoadedRun:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run_entry_point(main)

@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import logging
 import pathlib
-import sys
 import time
 from typing import Any
 
@@ -45,6 +44,7 @@ from diffland.training import (
 )
 from diffland.training.callbacks import MetricsHistory
 from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
+from diffland.training.interrupts import StopSignals
 from diffland.viz.plots import plot_training_curves, plot_vertical_landings
 from experiments import common
 
@@ -416,14 +416,15 @@ def main(argv: list[str] | None = None) -> int:
     config, run_folder = common.prepare_run(parser, args, VerticalLandingConfig, EXPERIMENT)
 
     try:
-        results = run(config, run_folder, args.resume)
+        # A signal before training (drawing start states, compiling) stops the run too.
+        with StopSignals():
+            results = run(config, run_folder, args.resume)
     except KeyboardInterrupt as interrupt:
-        print(f"\ninterrupted; continue with: {resume_command(args, run_folder)}", file=sys.stderr)
-        return common.interrupted_status(interrupt)
+        return common.report_interrupt(interrupt, run_folder, resume_command(args, run_folder))
 
     print_summary(results, run_folder)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run_entry_point(main)

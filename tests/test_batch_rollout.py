@@ -114,7 +114,8 @@ def test_planar_batch_matches_vmap(x64):
     vehicle = PlanarBooster(drag=True)
     params = falcon9_like_planar(drag=True, dtype=jnp.float64)
     keys = jax.random.split(jax.random.PRNGKey(5), COUNT)
-    heights = jnp.linspace(8.0, 60.0, COUNT)
+    # The feet are 15 m below the centre of mass, so the lowest lander starts 2 m up.
+    heights = jnp.linspace(17.0, 60.0, COUNT)
 
     def start(key, height):
         wind = aero.sample_wind(key, 1, 8.0, 2.0, dtype=jnp.float64)
@@ -227,6 +228,73 @@ def test_batch_rejects_bad_input(starts, devices, message):
             (),
             devices=devices,
         )
+
+
+def two_vertical_landers(altitude: float = 50.0) -> object:
+    """Two vertical landers, the first at ``altitude`` m and the second at 50 m."""
+    altitudes = jnp.array([altitude, 50.0])
+    return make_vertical_state(altitudes, -jnp.ones(2), jnp.ones(2) * 30_000.0)
+
+
+def fail_if_compiled(*args, **kwargs):
+    pytest.fail("the batch program ran although the inputs are invalid")
+
+
+@pytest.mark.parametrize(
+    ("starts", "params", "message"),
+    [
+        (two_vertical_landers(float("nan")), falcon9_like(), r"state.*altitude.*non-finite"),
+        (two_vertical_landers(), falcon9_like().replace(max_thrust=-1.0), "params.max_thrust"),
+    ],
+    ids=["nan-state", "negative-thrust"],
+)
+@pytest.mark.parametrize("entry", [final_state_batch, lower_final_state_batch])
+def test_batch_rejects_invalid_values(monkeypatch, entry, starts, params, message):
+    monkeypatch.setattr(simulate, "_final_state_batch", fail_if_compiled)
+    monkeypatch.setattr(simulate, "_final_state_batch_nested", fail_if_compiled)
+
+    with pytest.raises(ValueError, match=message):
+        entry(
+            VerticalLander(),
+            SimConfig(horizon=2),
+            lambda s, p, c: (jnp.ones(1), c),
+            starts,
+            params,
+            (),
+        )
+
+
+def test_batch_under_jit_checks_closed_over_params():
+    params = falcon9_like().replace(max_thrust=-1.0)
+
+    def run(starts):
+        return final_state_batch(
+            VerticalLander(),
+            SimConfig(horizon=2),
+            lambda s, p, c: (jnp.ones(1), c),
+            starts,
+            params,
+            (),
+        )
+
+    with pytest.raises(ValueError, match="params.max_thrust"):
+        jax.jit(run)(two_vertical_landers())
+
+
+def test_batch_without_validation_runs_nan_state():
+    starts = two_vertical_landers(float("nan"))
+
+    final = final_state_batch(
+        VerticalLander(),
+        SimConfig(horizon=2),
+        lambda s, p, c: (jnp.ones(1), c),
+        starts,
+        falcon9_like(),
+        (),
+        validate=False,
+    )
+
+    assert np.isnan(np.asarray(final.vehicle.altitude)[0])
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "jit"])

@@ -2,9 +2,11 @@
 
 import dataclasses
 import json
+import pathlib
 
 import pytest
 
+from diffland import cli
 from diffland.training import ImitationConfig
 from experiments import booster_landing, common, planar_landing, rigid_body_landing
 from experiments.vertical_landing import ControllerSetting
@@ -162,13 +164,29 @@ def test_tilt_limit_beyond_90_degrees_is_rejected():
 
 
 def test_resume_command_keeps_the_options():
-    command = booster_landing.resume_command(
-        planar_landing.SPEC, ["--quick", "--pad-radius", "5", "--out", "runs/a"]
-    )
+    parser = booster_landing.build_parser(planar_landing.SPEC, "test")
+    args = parser.parse_args(["--quick", "--pad-radius", "5", "--set", "mlp.steps=3"])
+
+    command = booster_landing.resume_command(planar_landing.SPEC, args, pathlib.Path("runs/a"))
 
     assert command == (
-        "python -m experiments.planar_landing --resume --quick --pad-radius 5 --out runs/a"
+        "python -m experiments.planar_landing --resume --out runs/a --quick --pad-radius 5.0 "
+        "--set mlp.steps=3"
     )
+
+
+def test_train_interrupt_prints_diffland_resume(tmp_path, monkeypatch, capsys):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(booster_landing, "run", interrupt)
+    folder = tmp_path / "run"
+
+    status = cli.main(["train", "planar_landing", "--quick", "--out", str(folder)])
+
+    assert status == 130
+    message = capsys.readouterr().err
+    assert f": diffland train planar_landing --resume --out {folder} --quick\n" in message
 
 
 def test_out_below_a_file_is_rejected(capsys, tmp_path):

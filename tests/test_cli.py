@@ -274,6 +274,47 @@ def test_bench_passes_options(monkeypatch, tmp_path):
     ]
 
 
+def test_train_passes_num_devices(monkeypatch):
+    from experiments import vertical_landing
+
+    received = []
+    monkeypatch.setattr(vertical_landing, "main", lambda argv: received.append(argv) or 0)
+
+    assert cli.main(["train", "vertical_landing", "--num-devices", "2"]) == 0
+    assert received == [["--log-level", "INFO", "--launcher", "diffland", "--num-devices", "2"]]
+
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_train_interrupt_prints_diffland_resume(tmp_path, monkeypatch, capsys):
+    from experiments import vertical_landing
+
+    # Interrupted while drawing the held-out start states, before any training.
+    monkeypatch.setattr(vertical_landing, "draw_held_out", interrupt)
+    folder = tmp_path / "run"
+    options = [
+        "--quick",
+        "--seeds",
+        "2",
+        "--num-devices",
+        "1",
+        "--set",
+        "mlp.steps=3",
+        "pid.steps=4",
+    ]
+
+    status = cli.main(["train", "vertical_landing", "--out", str(folder), *options])
+
+    assert status == 130
+    message = capsys.readouterr().err
+    expected = f"diffland train vertical_landing --resume --out {folder} {' '.join(options)}"
+    assert f"this command starts the run again in it: {expected}\n" in message
+    assert "python -m" not in message
+    assert (folder / "config.json").is_file()
+
+
 def test_list_smoke(capsys):
     assert cli.main(["list"]) == 0
 
@@ -485,13 +526,14 @@ def test_list_prints_no_sphinx_roles(capsys):
     assert "``" not in output
 
 
-def test_closed_output_pipe_exits_quietly():
+@pytest.mark.parametrize("arguments", [["list"], ["--help"], ["train", "--help"]])
+def test_closed_output_pipe_exits_quietly(arguments):
     # The reader exits before diffland writes, as `diffland list | head -0` would.
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
         finished = subprocess.run(
-            [sys.executable, "-m", "diffland.cli", "list"],
+            [sys.executable, "-m", "diffland.cli", *arguments],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,

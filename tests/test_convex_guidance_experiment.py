@@ -184,5 +184,5 @@ def test_resume_command_repeats_overrides():
 
     assert command == (
         "python -m experiments.convex_guidance --resume --out runs/cg --quick --seeds 2 "
-        "--set nodes=8 --set mlp.steps=5"
+        "--set nodes=8 mlp.steps=5"
     )

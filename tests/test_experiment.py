@@ -1,12 +1,16 @@
 """The vertical-landing experiment: a tiny end-to-end run and its results file. The run
 folder and config checks that every experiment shares."""
 
+import ast
 import dataclasses
 import json
 import logging
+import os
+import pathlib
 import shutil
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -322,3 +326,113 @@ def test_interrupted_status_per_signal():
     assert common.interrupted_status(TrainingInterrupted(signal.SIGTERM)) == 143
     assert common.interrupted_status(TrainingInterrupted(signal.SIGINT)) == 130
     assert common.interrupted_status(KeyboardInterrupt()) == 130
+
+
+def main_blocks() -> dict[str, list[str]]:
+    """Return the statements of each experiment module's ``if __name__ == "__main__":``
+    block, by module name."""
+    blocks = {}
+    for path in sorted(pathlib.Path(common.__file__).parent.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'":
+                blocks[path.stem] = [ast.unparse(statement) for statement in node.body]
+    return blocks
+
+
+def test_entry_points_use_shared_runner():
+    blocks = main_blocks()
+
+    assert "vertical_landing" in blocks
+    for name, statements in blocks.items():
+        assert statements == ["common.run_entry_point(main)"], name
+
+
+def test_entry_point_closed_pipe_exits_quietly(monkeypatch):
+    # The reader has exited before the results table is written, as `| head -0` does.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    closed_output = os.fdopen(write_end, "w")
+    monkeypatch.setattr(sys, "stdout", closed_output)
+
+    def main(argv):
+        print("controller  success")
+        return 0
+
+    try:
+        with pytest.raises(SystemExit) as exited:
+            common.run_entry_point(main)
+    finally:
+        closed_output.close()
+
+    assert exited.value.code == 1
+
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_early_interrupt_prints_resume_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(vertical_landing, "draw_held_out", interrupt)
+    folder = tmp_path / "run"
+
+    status = vertical_landing.main(["--quick", "--out", str(folder), "--set", "mlp.steps=3"])
+
+    assert status == 130
+    message = capsys.readouterr().err
+    assert "interrupted by SIGINT before the first checkpoint was saved" in message
+    expected = f"python -m experiments.vertical_landing --resume --out {folder} --quick"
+    assert f"{expected} --set mlp.steps=3\n" in message
+
+
+def test_interrupt_after_checkpoint_says_continue(tmp_path, capsys):
+    checkpoint = tmp_path / "checkpoints" / "seed0" / "mlp" / "3"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state").write_text("saved")
+
+    status = common.report_interrupt(TrainingInterrupted(signal.SIGTERM), tmp_path, "COMMAND")
+
+    assert status == 143
+    assert capsys.readouterr().err == "\ninterrupted by SIGTERM; continue with: COMMAND\n"
+
+
+def test_resume_command_forms():
+    parser = common.experiment_parser("vertical_landing", "test")
+    options = ["--quick", "--seeds", "2", "--num-devices", "1", "--set", "a=1", "b=(1, 2)"]
+    folder = pathlib.Path("runs/my run")
+
+    python_form = common.resume_command("vertical_landing", parser.parse_args(options), folder)
+    diffland_args = parser.parse_args([*options, "--launcher", "diffland"])
+    diffland_form = common.resume_command("vertical_landing", diffland_args, folder)
+
+    rest = "--resume --out 'runs/my run' --quick --seeds 2 --num-devices 1 --set a=1 'b=(1, 2)'"
+    assert python_form == f"python -m experiments.vertical_landing {rest}"
+    assert diffland_form == f"diffland train vertical_landing {rest}"
+
+
+SIGTERM_BEFORE_TRAINING = """
+import os, signal, sys, time
+from experiments import vertical_landing
+
+def draw_held_out(config, task):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+
+vertical_landing.draw_held_out = draw_held_out
+sys.exit(vertical_landing.main(["--quick", "--out", sys.argv[1]]))
+"""
+
+
+def test_sigterm_before_training_prints_resume(tmp_path):
+    folder = tmp_path / "run"
+
+    finished = subprocess.run(
+        [sys.executable, "-c", SIGTERM_BEFORE_TRAINING, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=pathlib.Path(common.__file__).parents[1],
+    )
+
+    assert finished.returncode == 143
+    assert "interrupted by SIGTERM before the first checkpoint was saved" in finished.stderr
+    assert f"python -m experiments.vertical_landing --resume --out {folder}" in finished.stderr

@@ -664,6 +664,7 @@ def final_state_batch(
     policy_carry: Any,
     *,
     devices: Sequence[jax.Device] | None = None,
+    validate: bool = True,
 ) -> SimState:
     """Simulate a batch like ``jax.vmap`` of :func:`final_state`, faster, on several devices.
 
@@ -692,11 +693,15 @@ def final_state_batch(
     :func:`reduce_rollout_batch` compiled by
     :func:`~diffland.training.lower_training_function`.
 
-    NOTE: it does not call ``vehicle.validate``, so a NaN state runs through and a zero
-    quaternion comes out as upright. Call ``vehicle.validate(initial_states, params)``
-    once before timing or trusting the results.
+    Concrete ``initial_states`` and ``params`` are checked with ``vehicle.validate``
+    before anything is compiled, which raises ``ValueError`` for a non-finite value or
+    an invalid parameter. The check reads the whole batch on the host (a copy from an
+    accelerator) on every call, so a timing loop checks its inputs once and then passes
+    ``validate=False``. Traced inputs are not checked.
     """
-    run, devices, inputs = _batch_program(initial_states, params, policy_carry, devices)
+    run, devices, inputs = _batch_program(
+        vehicle, initial_states, params, policy_carry, devices, validate
+    )
     return run(vehicle, config, policy, devices, *inputs)
 
 
@@ -717,15 +722,19 @@ def lower_final_state_batch(
     program is that of one device, with the batch size over ``len(devices)`` landers.
     XLA's cost analysis counts the body of a loop once, so to count one control step
     pass ``config`` with ``horizon=1`` and at most 4,096 landers per device (larger
-    shards loop over chunks of that size).
+    shards loop over chunks of that size). Concrete ``initial_states`` and ``params``
+    are checked with ``vehicle.validate`` first, as in :func:`final_state_batch`.
     """
-    run, devices, inputs = _batch_program(initial_states, params, policy_carry, devices)
+    run, devices, inputs = _batch_program(
+        vehicle, initial_states, params, policy_carry, devices, validate=True
+    )
     return run.lower(vehicle, config, policy, devices, *inputs)
 
 
-def _batch_program(initial_states, params, policy_carry, devices):
-    """Check the batch against the devices and return the jitted program of
-    :func:`final_state_batch`, the devices as a tuple and the program's inputs."""
+def _batch_program(vehicle, initial_states, params, policy_carry, devices, validate):
+    """Check the batch against the devices (and, with ``validate``, its values) and
+    return the jitted program of :func:`final_state_batch`, the devices as a tuple and
+    the program's inputs."""
     if isinstance(devices, jax.Device):
         raise ValueError(
             f"devices = {devices} is one device; pass a sequence such as [device], or None "
@@ -740,6 +749,11 @@ def _batch_program(initial_states, params, policy_carry, devices):
             f"a batch of {batch} landers does not split evenly over {len(devices)} devices; "
             f"pass a multiple of {len(devices)} landers or fewer devices."
         )
+    if validate:
+        # vehicle.validate skips traced values. Under jax.jit, concrete ones (params closed
+        # over) are still checked, because compile-time evaluation keeps them concrete.
+        with jax.ensure_compile_time_eval():
+            vehicle.validate(initial_states, params)
     inputs = (initial_states, params, policy_carry)
     # jax.jit takes compiler options only where it is not traced inside another
     # transformation; nested, the step keeps its values but loses the barriers' effect.
