@@ -47,6 +47,7 @@ from diffland.training.imitation import (
     teacher_pairs,
 )
 from diffland.training.interrupts import StopSignals
+from diffland.training.memory import InsufficientMemoryError
 from diffland.viz.plots import plot_booster_landings, plot_training_curves
 from experiments import common
 from experiments.vertical_landing import (
@@ -676,6 +677,8 @@ def main(
     except KeyboardInterrupt as interrupt:
         command = resume_command(spec, args, run_folder)
         return common.report_interrupt(interrupt, run_folder, command)
+    except InsufficientMemoryError as error:
+        return common.report_memory_error(error, run_folder)
 
     print()
     print(common.format_table(results["controllers"]))

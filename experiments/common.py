@@ -443,7 +443,7 @@ def restore_selected_params(
 
     These are the best-validation parameters when ``train_config.select_best`` is on (the
     experiments always pass validation states), otherwise the last ones. Nothing in the
-    folder changes, and no older checkpoint stands in for the final one, because its
+    folder changes, and no older checkpoint replaces the final one, because its
     parameters would not be the ones the run reported. Raises :class:`RunFolderError`
     when the final checkpoint is missing, unreadable or damaged, or does not fit
     ``controller``.
@@ -779,7 +779,7 @@ def report_interrupt(interrupt: KeyboardInterrupt, run_folder: pathlib.Path, com
 
     ``command`` is the run's :func:`resume_command`. Before the first checkpoint is saved
     (the run was drawing start states or compiling), the message states that the run
-    folder already holds config.json, so the same command starts the run again in it.
+    folder already contains config.json, so the same command starts the run again in it.
     """
     # TrainingInterrupted carries its signal number, and a plain KeyboardInterrupt comes
     # from Ctrl-C.
@@ -795,6 +795,18 @@ def report_interrupt(interrupt: KeyboardInterrupt, run_folder: pathlib.Path, com
         )
     print(f"\n{message}", file=sys.stderr)
     return interrupted_status(interrupt)
+
+
+def report_memory_error(error: MemoryError, run_folder: pathlib.Path) -> int:
+    """Print ``error`` (a computation that does not fit in memory) to stderr without a
+    traceback, with what to do about the run folder, and return the exit status 1."""
+    print(
+        f"\nerror: {error} The run stopped before that computation. To run with other "
+        f"settings, pass a new --out folder, because {run_folder} keeps the settings of "
+        "this run.",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def with_num_devices(config: Any, num_devices: int | None) -> Any:

@@ -52,6 +52,7 @@ from diffland.training.checkpoint import CheckpointStore
 from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
 from diffland.training.imitation import ImitationConfig, fit_to_teacher, teacher_pairs
 from diffland.training.interrupts import StopSignals
+from diffland.training.memory import InsufficientMemoryError
 from diffland.viz.plots import plot_training_curves
 from experiments import common
 from experiments.vertical_landing import (
@@ -816,6 +817,8 @@ def main(argv: list[str] | None = None) -> int:
             results = run(config, run_folder, args.resume)
     except KeyboardInterrupt as interrupt:
         return common.report_interrupt(interrupt, run_folder, resume_command(args, run_folder))
+    except InsufficientMemoryError as error:
+        return common.report_memory_error(error, run_folder)
 
     print()
     print(common.format_table(results["controllers"]))

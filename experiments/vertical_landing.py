@@ -45,6 +45,7 @@ from diffland.training import (
 from diffland.training.callbacks import MetricsHistory
 from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
 from diffland.training.interrupts import StopSignals
+from diffland.training.memory import InsufficientMemoryError
 from diffland.viz.plots import plot_training_curves, plot_vertical_landings
 from experiments import common
 
@@ -421,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
             results = run(config, run_folder, args.resume)
     except KeyboardInterrupt as interrupt:
         return common.report_interrupt(interrupt, run_folder, resume_command(args, run_folder))
+    except InsufficientMemoryError as error:
+        return common.report_memory_error(error, run_folder)
 
     print_summary(results, run_folder)
     return 0

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from diffland.training.interrupts import TrainingInterrupted
+from diffland.training.memory import InsufficientMemoryError
 from experiments import (
     booster_landing,
     common,
@@ -382,6 +383,21 @@ def test_early_interrupt_prints_resume_command(tmp_path, monkeypatch, capsys):
     assert "interrupted by SIGINT before the first checkpoint was saved" in message
     expected = f"python -m experiments.vertical_landing --resume --out {folder} --quick"
     assert f"{expected} --set mlp.steps=3\n" in message
+
+
+def test_memory_shortage_reported_without_traceback(tmp_path, monkeypatch, capsys):
+    def too_large(*args, **kwargs):
+        raise InsufficientMemoryError("recording 9 rollouts needs about 2.0 GiB.")
+
+    monkeypatch.setattr(vertical_landing, "draw_held_out", too_large)
+    folder = tmp_path / "run"
+
+    status = vertical_landing.main(["--quick", "--out", str(folder)])
+
+    assert status == 1
+    message = capsys.readouterr().err
+    assert message.startswith("\nerror: recording 9 rollouts needs about 2.0 GiB. The run")
+    assert f"pass a new --out folder, because {folder} keeps the settings" in message
 
 
 def test_interrupt_after_checkpoint_says_continue(tmp_path, capsys):
