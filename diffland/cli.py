@@ -16,14 +16,14 @@ import inspect
 import json
 import logging
 import math
-import os
 import pathlib
 import re
 import sys
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import tyro
+
+from diffland.console import run_quiet_on_closed_pipe
 
 logger = logging.getLogger(__name__)
 
@@ -709,30 +709,6 @@ def _format_rows(rows: list[list[str]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: the process arguments) and run the subcommand."""
     return run_quiet_on_closed_pipe(lambda: _parse_and_run(argv))
-
-
-def run_quiet_on_closed_pipe(function: Callable[[], int]) -> int:
-    """Call ``function`` and return its exit status, or 1 without a traceback when the
-    reader of stdout has closed the pipe, as ``head`` does after its lines.
-
-    The experiments' entry points run through this too (see
-    ``experiments.common.run_entry_point``). A ``SystemExit`` (``--help``, a parser
-    error) passes through unless flushing its output finds the pipe closed.
-    """
-    try:
-        try:
-            status = function()
-        except SystemExit:
-            sys.stdout.flush()
-            raise
-        # Flush here, so that a closed pipe raises inside this try and not at exit.
-        sys.stdout.flush()
-        return status
-    except BrokenPipeError:
-        # Python flushes stdout once more at exit, so it now writes to the null device.
-        null_device = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null_device, sys.stdout.fileno())
-        return 1
 
 
 def _parse_and_run(argv: list[str] | None) -> int:

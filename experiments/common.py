@@ -485,7 +485,7 @@ def run_entry_point(main: Callable[[list[str] | None], int]) -> NoReturn:
     reader of stdout exits early (``python -m experiments.NAME | head``), the process
     exits with status 1 and no ``BrokenPipeError`` traceback, as ``diffland`` does.
     """
-    from diffland.cli import run_quiet_on_closed_pipe
+    from diffland.console import run_quiet_on_closed_pipe
 
     sys.exit(run_quiet_on_closed_pipe(lambda: main(None)))
 

@@ -431,3 +431,45 @@ def test_help_does_not_offer_resume(capsys):
         throughput.main(["--help"])
 
     assert "--resume" not in capsys.readouterr().out
+
+
+# The packages that the lent GPU machine lacks (it has jax, flax, optax, chex and
+# orbax-checkpoint only). The script makes importing any of them fail, then runs the
+# harness as scripts/gpu_bench.sh does.
+WITHOUT_OPTIONAL_PACKAGES = textwrap.dedent(
+    """\
+    import importlib.abc, runpy, sys
+
+    MISSING = {"brax", "mujoco", "gymnax", "tensorboardX", "tqdm", "tyro", "matplotlib"}
+
+    class Missing(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in MISSING:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, Missing())
+    try:
+        import tyro
+    except ModuleNotFoundError:
+        pass
+    else:
+        raise SystemExit("the import blocker does not work")
+    sys.argv = ["experiments.throughput", *sys.argv[1:]]
+    runpy.run_module("experiments.throughput", run_name="__main__", alter_sys=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_harness_runs_without_optional_packages(tmp_path):
+    folder = tmp_path / "run"
+    options = ["--figures", "throughput", "--no-anchors", "--vehicles", "vertical"]
+    options += ["--batch-sizes", "2", "--set", "horizon=5", "start_pool=4", "controllers=fixed"]
+    command = [sys.executable, "-c", WITHOUT_OPTIONAL_PACKAGES, *options, "--out", str(folder)]
+
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = json.loads((folder / "results.json").read_text())["throughput"]
+    assert {(row["configuration"], row["batch"]) for row in rows} == {("core", 2), ("full", 2)}
