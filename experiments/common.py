@@ -178,17 +178,19 @@ def check_rollout_time(control_dt: float, horizon_seconds: float) -> None:
             raise ValueError(f"{name} = {value!r} is invalid: pass a positive number of seconds.")
     from diffland.dynamics.simulate import MAX_HORIZON
 
-    steps = round(horizon_seconds / control_dt)
+    ratio = horizon_seconds / control_dt
+    if not math.isfinite(ratio) or ratio > MAX_HORIZON:
+        raise ValueError(
+            f"horizon_seconds = {horizon_seconds!r} is invalid: with control_dt = "
+            f"{control_dt!r} s it makes {ratio:.4g} control steps, more than the "
+            f"{MAX_HORIZON:,} that a rollout can count. Pass horizon_seconds <= "
+            f"{MAX_HORIZON * control_dt:g}."
+        )
+    steps = round(ratio)
     if steps < 1:
         raise ValueError(
             f"horizon_seconds = {horizon_seconds!r} is invalid: it is less than one control "
             f"step of control_dt = {control_dt!r} s. Pass horizon_seconds >= control_dt."
-        )
-    if steps > MAX_HORIZON:
-        raise ValueError(
-            f"horizon_seconds = {horizon_seconds!r} is invalid: it makes {steps:,} control "
-            f"steps of control_dt = {control_dt!r} s, more than the {MAX_HORIZON:,} that a "
-            f"rollout can count. Pass horizon_seconds <= {MAX_HORIZON * control_dt:g}."
         )
 
 

@@ -45,13 +45,14 @@ from diffland.dynamics import (
     falcon9_like,
     falcon9_like_rigid_body,
 )
+from diffland.dynamics.simulate import MAX_HORIZON
 from diffland.scenarios import (
     RIGID_BODY_SCENARIO,
     LandingBurnScenario,
     sample_booster_states,
     sample_landing_burn_states,
 )
-from diffland.training import LandingTask, batch_landing_summary, init_controller
+from diffland.training import LandingTask, batch_landing_summary, init_controller, memory
 from diffland.training.cost import summary_cost_terms
 from experiments import common
 
@@ -136,10 +137,10 @@ class GradientHorizonConfig:
         """Raise ``ValueError`` naming the first invalid setting."""
         for name in ("horizons", "rigid_body_horizons"):
             values = getattr(self, name)
-            if not values or any(isinstance(h, bool) or h < 1 for h in values):
+            if not values or any(isinstance(h, bool) or not 1 <= h <= MAX_HORIZON for h in values):
                 raise ValueError(
                     f"{name} = {values!r} is invalid: pass one or more control-step counts "
-                    ">= 1, for example 100,500."
+                    f"from 1 to {MAX_HORIZON:,}, for example 100,500."
                 )
         for name in ("truncation", "batch_size"):
             value = getattr(self, name)
@@ -173,6 +174,12 @@ def compile_gradient(case: VehicleCase, params, starts, sim: SimConfig):
     variables = init_controller(task, controller, jax.random.PRNGKey(0), example)
     gradient = jax.value_and_grad(functools.partial(_landing_loss, task, controller))
     compiled = jax.jit(gradient).lower(variables, starts).compile()
+    memory.check_fits(
+        memory.compiled_bytes(compiled),
+        jax.local_devices()[:1],
+        f"the {case.name} gradient over {sim.horizon} control steps (remat {sim.remat!r})",
+        "Pass shorter horizons or a smaller batch_size.",
+    )
     return compiled, variables, memory_figures(compiled)
 
 
@@ -358,7 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         common.save_config(run_folder, config, False)
     except common.RunFolderError as error:
         parser.error(str(error))
-    results = run(config, run_folder)
+    try:
+        results = run(config, run_folder)
+    except memory.InsufficientMemoryError as error:
+        return common.report_memory_error(error, run_folder)
     print()
     print(format_gradient_table(results["gradient_norm"]))
     print()

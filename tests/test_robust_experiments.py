@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from diffland.dynamics import SimConfig, make_vertical_state
+from diffland.training import memory
 from experiments import common, gradient_horizon, precision
 
 
@@ -50,6 +51,20 @@ def test_gradient_horizon_tiny_run(run_folder):
     assert (run_folder / "plots" / "gradient_horizon.png").stat().st_size > 0
 
 
+def test_gradient_horizon_checks_memory(run_folder, monkeypatch):
+    config = gradient_horizon.GradientHorizonConfig(horizons=(30,), truncation=10, batch_size=2)
+    case = dataclasses.replace(
+        gradient_horizon.VEHICLES["vertical"], duration_seconds=6.0, sample=fixed_starts
+    )
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 1024)
+
+    with pytest.raises(memory.InsufficientMemoryError) as error:
+        gradient_horizon.run(config, run_folder, {"vertical": case})
+
+    assert "the vertical gradient over 30 control steps (remat 'none')" in str(error.value)
+    assert "Pass shorter horizons or a smaller batch_size." in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("assignment", "expected"),
     [
@@ -57,6 +72,7 @@ def test_gradient_horizon_tiny_run(run_folder):
         ("truncation=-5", "truncation = -5 is invalid"),
         ("horizons=0,100", "horizons = (0, 100) is invalid"),
         ("rigid_body_horizons=", "rigid_body_horizons = () is invalid"),
+        ("horizons=100,3000000000", "from 1 to 2,147,483,647, for example 100,500"),
     ],
 )
 def test_gradient_horizon_bad_set_leaves_no_folder(assignment, expected, tmp_path, capsys):
