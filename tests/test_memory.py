@@ -32,15 +32,101 @@ def test_meminfo_available_line(tmp_path):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   2048 kB\n")
 
-    assert memory.host_available_bytes(meminfo) == 2048 * 1024
+    assert memory.meminfo_available_bytes(meminfo) == 2048 * 1024
 
 
 def test_meminfo_without_available_line(tmp_path):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24000000 kB\n")
 
-    assert memory.host_available_bytes(meminfo) is None
-    assert memory.host_available_bytes(tmp_path / "absent") is None
+    assert memory.meminfo_available_bytes(meminfo) is None
+    assert memory.meminfo_available_bytes(tmp_path / "absent") is None
+
+
+def _write_files(folder, files):
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_cgroup_v2_limit(tmp_path):
+    _write_files(
+        tmp_path,
+        {
+            "memory.max": "1000000\n",
+            "memory.current": "700000\n",
+            "memory.stat": "anon 500000\ninactive_file 100000\nactive_file 50000\n",
+        },
+    )
+
+    # 1,000,000 limit - (700,000 used - 100,000 reclaimable page cache)
+    assert memory.cgroup_available_bytes(tmp_path) == 400_000
+
+
+def test_cgroup_v1_limit(tmp_path):
+    _write_files(
+        tmp_path,
+        {
+            "memory/memory.limit_in_bytes": "1000000\n",
+            "memory/memory.usage_in_bytes": "900000\n",
+            "memory/memory.stat": "cache 300000\ntotal_inactive_file 200000\n",
+        },
+    )
+
+    assert memory.cgroup_available_bytes(tmp_path) == 300_000
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"memory.max": "max\n", "memory.current": "700000\n"},
+        {
+            "memory/memory.limit_in_bytes": "9223372036854771712\n",
+            "memory/memory.usage_in_bytes": "900000\n",
+        },
+        {},
+    ],
+    ids=["v2-max", "v1-unlimited", "no-cgroup"],
+)
+def test_cgroup_without_limit(tmp_path, files):
+    _write_files(tmp_path, files)
+
+    assert memory.cgroup_available_bytes(tmp_path) is None
+
+
+def test_address_space_limit(tmp_path, monkeypatch):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmSize:\t    1000 kB\n")
+    monkeypatch.setattr(
+        memory.resource, "getrlimit", lambda kind: (5000 * 1024, memory.resource.RLIM_INFINITY)
+    )
+
+    assert memory.address_space_left_bytes(status) == 4000 * 1024
+
+
+def test_address_space_without_limit(tmp_path, monkeypatch):
+    status = tmp_path / "status"
+    status.write_text("VmSize:\t    1000 kB\n")
+    unlimited = memory.resource.RLIM_INFINITY
+    monkeypatch.setattr(memory.resource, "getrlimit", lambda kind: (unlimited, unlimited))
+
+    assert memory.address_space_left_bytes(status) is None
+
+
+def test_host_memory_is_smallest_limit(monkeypatch):
+    monkeypatch.setattr(memory, "meminfo_available_bytes", lambda: 9000)
+    monkeypatch.setattr(memory, "address_space_left_bytes", lambda: 4000)
+    monkeypatch.setattr(memory, "cgroup_available_bytes", lambda: None)
+
+    assert memory.host_available_bytes() == 4000
+
+    monkeypatch.setattr(memory, "cgroup_available_bytes", lambda: 3000)
+    assert memory.host_available_bytes() == 3000
+
+    for name in ("meminfo_available_bytes", "address_space_left_bytes", "cgroup_available_bytes"):
+        monkeypatch.setattr(memory, name, lambda: None)
+    assert memory.host_available_bytes() is None
 
 
 def test_cpu_devices_share_host_memory(monkeypatch):

@@ -16,28 +16,130 @@ from typing import Any
 
 import jax
 
+try:
+    import resource
+except ImportError:  # the module exists on Unix only
+    resource = None
+
 logger = logging.getLogger(__name__)
 
 MEMINFO = pathlib.Path("/proc/meminfo")
-"""Linux's memory report; its ``MemAvailable`` line is the host memory a CPU device can use."""
+"""Linux's memory report. Its ``MemAvailable`` line is the kernel's estimate of the memory
+that new allocations can take without swapping."""
+
+PROCESS_STATUS = pathlib.Path("/proc/self/status")
+"""Linux's report on this process. Its ``VmSize`` line is the address space in use."""
+
+CGROUP_ROOT = pathlib.Path("/sys/fs/cgroup")
+"""Mount point of the control groups, which containers and batch schedulers use to
+limit a job's memory."""
+
+UNLIMITED = 2**60
+"""Control-group limits at or above this many bytes mean no limit (cgroup v1 writes
+9223372036854771712 for none)."""
 
 
 class InsufficientMemoryError(MemoryError):
     """A computation needs more memory than its devices have free."""
 
 
-def host_available_bytes(meminfo: pathlib.Path = MEMINFO) -> int | None:
-    """Return the host memory available to new allocations, bytes, or None where the
-    system does not report it (``MemAvailable`` is Linux only)."""
+def host_available_bytes() -> int | None:
+    """Return the host memory this process can still allocate, bytes, or None where the
+    system reports none of the limits below.
+
+    That is the smallest of the host's available memory, the room left under the
+    process's address-space limit (``ulimit -v``) and the room left under its control
+    group's memory limit (cgroup v2 or v1, as a container or a batch scheduler sets).
+    """
+    known = [
+        value
+        for value in (
+            meminfo_available_bytes(),
+            address_space_left_bytes(),
+            cgroup_available_bytes(),
+        )
+        if value is not None
+    ]
+    return min(known) if known else None
+
+
+def meminfo_available_bytes(meminfo: pathlib.Path = MEMINFO) -> int | None:
+    """Return ``MemAvailable`` of ``meminfo``, bytes, or None where it is missing (the
+    file exists on Linux only)."""
+    return _kib_field(meminfo, "MemAvailable")
+
+
+def address_space_left_bytes(status: pathlib.Path = PROCESS_STATUS) -> int | None:
+    """Return the address space left under ``RLIMIT_AS`` (``ulimit -v``), bytes, or None
+    without such a limit or where the process's size is not reported."""
+    if resource is None:
+        return None
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit == resource.RLIM_INFINITY:
+        return None
+    used = _kib_field(status, "VmSize")
+    return None if used is None else max(limit - used, 0)
+
+
+def cgroup_available_bytes(root: pathlib.Path = CGROUP_ROOT) -> int | None:
+    """Return the memory left under the control group's limit, bytes, or None without a
+    limit.
+
+    The group's usage counts the page cache, which the kernel frees under pressure, so
+    the inactive file pages are subtracted from it, as ``docker stats`` does.
+    """
+    layouts = (
+        (root / "memory.max", root / "memory.current", "inactive_file"),
+        (
+            root / "memory" / "memory.limit_in_bytes",
+            root / "memory" / "memory.usage_in_bytes",
+            "total_inactive_file",
+        ),
+    )
+    for limit_file, usage_file, inactive_name in layouts:
+        limit = _read_integer(limit_file)
+        usage = _read_integer(usage_file)
+        if limit is None or usage is None:
+            continue
+        if limit >= UNLIMITED:
+            return None
+        inactive = _stat_field(limit_file.parent / "memory.stat", inactive_name) or 0
+        return max(limit - max(usage - inactive, 0), 0)
+    return None
+
+
+def _read_integer(path: pathlib.Path) -> int | None:
+    """Return the integer in ``path``, or None when it is missing or not an integer
+    (cgroup v2 writes ``max`` for no limit)."""
     try:
-        lines = meminfo.read_text().splitlines()
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _kib_field(path: pathlib.Path, name: str) -> int | None:
+    """Return field ``name`` of a /proc file written as ``Name:  123456 kB``, in bytes."""
+    try:
+        lines = path.read_text().splitlines()
     except OSError:
         return None
     for line in lines:
-        name, _, value = line.partition(":")
-        if name == "MemAvailable":
-            # The kernel writes the value in KiB, as "MemAvailable:  123456 kB".
+        key, _, value = line.partition(":")
+        if key == name:
             return int(value.split()[0]) * 1024
+    return None
+
+
+def _stat_field(path: pathlib.Path, name: str) -> int | None:
+    """Return field ``name`` of a cgroup ``memory.stat`` file, written as ``name 123``."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.partition(" ")
+        if key == name:
+            return int(value)
     return None
 
 
@@ -46,7 +148,7 @@ def available_bytes(devices: Sequence[Any]) -> int | None:
 
     A GPU or TPU reports its own limit and use through ``memory_stats()``, and the
     smallest free amount among ``devices`` is returned. CPU devices share the host's
-    memory, so each gets the host's available memory divided by their count.
+    memory, so each gets :func:`host_available_bytes` divided by their count.
     """
     cpu = [device for device in devices if device.platform == "cpu"]
     if cpu:
