@@ -404,6 +404,20 @@ def test_eval_rejects_damaged_final_checkpoint(tiny_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_eval_rejects_unverifiable_final_checkpoint(tiny_run, tmp_path, capsys):
+    unverified = tmp_path / "unverified"
+    shutil.copytree(tiny_run, unverified)
+    final = unverified / "checkpoints" / "seed0" / "pid_tuned" / "2"
+    (final / "checksums.json").unlink()
+
+    assert cli.main(["eval", str(unverified)]) == 2
+
+    error = capsys.readouterr().err
+    assert f"checkpoint {final} is unreadable (ChecksumMismatch: " in error
+    assert "checksums.json is missing, so the values cannot be verified" in error
+
+
+@pytest.mark.slow
 def test_eval_rejects_missing_final_checkpoint(tiny_run, tmp_path, capsys):
     missing = tmp_path / "missing"
     shutil.copytree(tiny_run, missing)

@@ -22,7 +22,7 @@ import pytest
 from test_training import NaNGradientPolicy, landing_task, start_pool, train_config
 from training_scenarios import CHECKPOINT_EVERY, STEPS, subprocess_environment
 
-from diffland.training import CheckpointStore, Trainer, TrainingInterrupted
+from diffland.training import CheckpointStore, Trainer, TrainingInterrupted, checkpoint
 from diffland.training.checkpoint import CheckpointUnreadable
 from diffland.training.interrupts import StopSignals
 
@@ -305,6 +305,35 @@ def test_restore_step_rejects_damage(tmp_path):
     assert reader.steps() == [1, 2]
     assert not (store.directory / "2.unreadable").exists()
     assert_trees_close(reader.restore_step(1, large_tree(0.0)), large_tree(1.0), atol=0.0)
+
+
+def test_restore_step_needs_checksums(tmp_path):
+    store = CheckpointStore(tmp_path / "checkpoints")
+    store.save(1, large_tree(1.0))
+    (store.directory / "1" / "checksums.json").unlink()
+
+    with pytest.raises(CheckpointUnreadable, match=r"checksums.json is missing, so the values"):
+        CheckpointStore(tmp_path / "checkpoints").restore_step(1, large_tree(0.0))
+
+
+def test_empty_checksums_fall_back(tmp_path, caplog):
+    store = CheckpointStore(tmp_path / "checkpoints")
+    store.save(1, large_tree(1.0))
+    store.save(2, large_tree(2.0))
+    (store.directory / "2" / "checksums.json").write_text("{}")
+
+    with caplog.at_level(logging.WARNING, logger="diffland.training.checkpoint"):
+        step, _ = CheckpointStore(tmp_path / "checkpoints").restore_latest(large_tree(0.0))
+
+    assert step == 1
+    assert "records no checksum for 2 of 2 leaves (first: ['large'])" in caplog.text
+
+
+def test_long_error_message_is_shortened():
+    described = checkpoint._describe(RuntimeError("x" * 5000 + "\nsecond line"))
+
+    assert described == "RuntimeError: " + "x" * checkpoint.DESCRIBED_LENGTH + " ..."
+    assert checkpoint._describe(ValueError()) == "ValueError"
 
 
 # -- non-finite updates ------------------------------------------------------------------

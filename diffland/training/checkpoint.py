@@ -7,8 +7,8 @@ restored (truncated or corrupted files), a warning names it and the next older o
 With orbax-checkpoint 0.12.8, a flipped bit in the data file of an array larger than
 about 1 KiB (the OCDBT inline limit) restored a wrong value without an error, while damage
 to smaller, inlined values raised one. Each save therefore also writes the SHA-256 of
-every saved leaf to ``<step>/checksums.json``, and a restored leaf whose digest differs
-marks the checkpoint as damaged.
+every saved leaf to ``<step>/checksums.json``, and a restored leaf whose digest differs,
+or that has no recorded digest, marks the checkpoint as damaged.
 """
 
 from __future__ import annotations
@@ -38,10 +38,21 @@ class CheckpointUnreadable(ValueError):
     """A checkpoint is missing, cannot be read, or fails its checksums."""
 
 
+DESCRIBED_LENGTH = 300
+"""Most characters of an error message quoted in a warning or error. Orbax's messages
+can embed a whole TensorStore spec of several kilobytes."""
+
+
 def _describe(error: Exception) -> str:
-    """Return the error's type and the first line of its message."""
+    """Return the error's type and the first line of its message, shortened to
+    :data:`DESCRIBED_LENGTH` characters."""
     text = str(error)
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0]
+    if len(line) > DESCRIBED_LENGTH:
+        line = line[:DESCRIBED_LENGTH] + " ..."
+    return f"{type(error).__name__}: {line}"
 
 
 def leaf_checksums(tree: Any) -> dict[str, dict[str, Any]]:
@@ -91,10 +102,17 @@ class CheckpointStore:
         temporary.write_text(json.dumps(leaf_checksums(tree), indent=1) + "\n")
         os.replace(temporary, path)
 
-    def _verify(self, step: int, tree: Any) -> None:
-        """Raise :class:`ChecksumMismatch` when a restored leaf differs from the saved one."""
+    def _verify(self, step: int, tree: Any, required: bool = False) -> None:
+        """Raise :class:`ChecksumMismatch` when a restored leaf differs from the saved one
+        or has no recorded checksum.
+
+        A checkpoint without a checksum file only logs a warning, because a crash right
+        after orbax's write leaves one so, unless ``required`` is set.
+        """
         path = self.directory / str(step) / CHECKSUM_FILE
         if not path.exists():
+            if required:
+                raise ChecksumMismatch(f"{path} is missing, so the values cannot be verified")
             logger.warning(
                 "checkpoint %s has no %s, so its restored values are not verified",
                 path.parent,
@@ -106,6 +124,12 @@ class CheckpointStore:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ChecksumMismatch(f"{path} is unreadable ({error})") from error
         restored = leaf_checksums(tree)
+        unrecorded = sorted(set(restored) - set(saved))
+        if unrecorded:
+            raise ChecksumMismatch(
+                f"{path} records no checksum for {len(unrecorded)} of {len(restored)} leaves "
+                f"(first: {unrecorded[0]})"
+            )
         for name, record in saved.items():
             current = restored.get(name)
             if current is None:
@@ -164,22 +188,23 @@ class CheckpointStore:
 
         Unlike :meth:`restore_latest` this changes nothing in the folder, so it suits
         reading a finished run. Raises :class:`CheckpointUnreadable` when the step was
-        not saved, when orbax cannot read it, or when its values fail their checksums.
+        not saved, when orbax cannot read it, or when its values fail their checksums or
+        have none.
         """
         folder = self.directory / str(step)
         if step not in self.steps():
             raise CheckpointUnreadable(f"checkpoint {folder} does not exist")
         try:
-            return self._restore_verified(step, target)
+            return self._restore_verified(step, target, require_checksums=True)
         except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many types
             raise CheckpointUnreadable(
                 f"checkpoint {folder} is unreadable ({_describe(error)})"
             ) from error
 
-    def _restore_verified(self, step: int, target: Any) -> Any:
+    def _restore_verified(self, step: int, target: Any, require_checksums: bool = False) -> Any:
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
         tree = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        self._verify(step, tree)
+        self._verify(step, tree, required=require_checksums)
         return tree
 
     def _set_aside(self, steps: list[int]) -> None:
