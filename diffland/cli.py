@@ -56,9 +56,13 @@ class Train:
     seeds: int | None = None
     """Number of training seeds; without it, the experiment's default (1 for the landing
     experiments)."""
-    set: Annotated[tuple[str, ...], tyro.conf.arg(metavar="KEY=VALUE ...")] = ()
+    set: Annotated[
+        tuple[tuple[str, ...], ...],
+        tyro.conf.UseAppendAction,
+        tyro.conf.arg(metavar="KEY=VALUE ..."),
+    ] = ()
     """Config changes as KEY=VALUE, for example mlp.steps=50; keys are the fields of
-    config.json, nested ones joined by dots."""
+    config.json, nested ones joined by dots. The option may be given more than once."""
     num_devices: int | None = None
     """Devices that each training batch is split over, recorded as num_devices in
     config.json. Without it, a batch uses every local device when its size divides by
@@ -277,8 +281,9 @@ def run_train(command: Train) -> int:
         argv += ["--seeds", str(command.seeds)]
     if command.num_devices is not None:
         argv += ["--num-devices", str(command.num_devices)]
-    if command.set:
-        argv += ["--set", *command.set]
+    assignments = [assignment for group in command.set for assignment in group]
+    if assignments:
+        argv += ["--set", *assignments]
     return module.main(argv)
 
 

@@ -456,7 +456,8 @@ def restore_selected_params(
     if not checkpoint_dir.is_dir() or not any(checkpoint_dir.iterdir()):
         raise RunFolderError(
             f"no checkpoint in {checkpoint_dir}: the run did not finish training this "
-            "controller. Resume it (diffland train EXPERIMENT --resume --out RUN_DIR) first."
+            "controller, or its checkpoints were removed. Resume it (diffland train "
+            "EXPERIMENT --resume --out RUN_DIR), or train it again."
         )
     trainer = Trainer(task, controller, train_config, example_states, checkpoint_dir=checkpoint_dir)
     final = train_config.steps
@@ -768,6 +769,8 @@ def resume_command(
         words += ["--seeds", str(args.seeds)]
     if args.num_devices is not None:
         words += ["--num-devices", str(args.num_devices)]
+    if getattr(args, "log_level", "INFO") != "INFO":
+        words += ["--log-level", args.log_level]
     words += options
     # One --set with every assignment: diffland train keeps only the last of repeated --set.
     if args.set:

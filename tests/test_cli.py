@@ -292,6 +292,17 @@ def test_train_passes_num_devices(monkeypatch):
     assert received == [["--log-level", "INFO", "--launcher", "diffland", "--num-devices", "2"]]
 
 
+def test_train_keeps_every_set_option(monkeypatch):
+    from experiments import vertical_landing
+
+    received = []
+    monkeypatch.setattr(vertical_landing, "main", lambda argv: received.append(argv) or 0)
+    argv = ["train", "vertical_landing", "--set", "a=1", "b=2", "--set", "c=3"]
+
+    assert cli.main(argv) == 0
+    assert received[0][-4:] == ["--set", "a=1", "b=2", "c=3"]
+
+
 def interrupt(*args, **kwargs):
     raise KeyboardInterrupt
 

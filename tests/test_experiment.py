@@ -425,6 +425,15 @@ def test_resume_command_forms():
     assert diffland_form == f"diffland train vertical_landing {rest}"
 
 
+def test_resume_command_keeps_log_level():
+    parser = common.experiment_parser("vertical_landing", "test")
+    args = parser.parse_args(["--log-level", "warning", "--launcher", "diffland"])
+
+    command = common.resume_command("vertical_landing", args, pathlib.Path("runs/a"))
+
+    assert command == "diffland train vertical_landing --resume --out runs/a --log-level WARNING"
+
+
 SIGTERM_BEFORE_TRAINING = """
 import os, signal, sys, time
 from experiments import vertical_landing
