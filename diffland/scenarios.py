@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +71,22 @@ def _draw_and_solve(vehicle, key, scenario, params, count):
     return states, optimum, keep
 
 
+def _shortfall_message(feasible: int, drawn: int, count: int, scenario: Any) -> str:
+    """Return why sampling stopped short: too few draws, or ranges that are almost all
+    infeasible."""
+    message = (
+        f"only {feasible} of {drawn} drawn states are feasible, fewer than the {count} requested."
+    )
+    if feasible == 0:
+        return f"{message} Widen the ranges of {scenario} or relax its margins."
+    needed = math.ceil(count * drawn / feasible)
+    return (
+        f"{message} At that feasible share ({feasible / drawn:.1%}), about {needed:,} draws "
+        "are needed: raise chunk or max_draws, request fewer states, or widen the ranges of "
+        f"{scenario} or relax its margins."
+    )
+
+
 def sample_landing_burn_states(
     key: jax.Array,
     count: int,
@@ -81,8 +99,8 @@ def sample_landing_burn_states(
     """Return ``count`` feasible start states and the fuel-optimal burn from each.
 
     Candidates are drawn in chunks of ``chunk`` until enough pass the filter. Raises
-    ``ValueError`` if ``max_draws`` chunks are not enough, because the ranges leave almost
-    no feasible state.
+    ``ValueError`` if ``max_draws`` chunks are not enough, with the number of draws that
+    the feasible share found so far would need.
     """
     if count < 1:
         raise ValueError(f"count = {count} must be at least 1.")
@@ -98,10 +116,7 @@ def sample_landing_burn_states(
         if total >= count:
             break
     else:
-        raise ValueError(
-            f"only {total} of {max_draws * chunk} drawn states are feasible, fewer than the "
-            f"{count} requested; widen the ranges of {scenario} or relax its margins."
-        )
+        raise ValueError(_shortfall_message(total, max_draws * chunk, count, scenario))
 
     def join(parts):
         return jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.concatenate(xs)[:count]), *parts)

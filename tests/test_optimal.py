@@ -5,6 +5,8 @@ The reference integrates ``dh/dt = v``, ``dv/dt = u T_max / m - g``, ``dm/dt = -
 ``v = 0``. As in ``fuel_optimal_burn``, the dry-mass limit is ignored.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -216,3 +218,28 @@ def test_sampled_states_pass_filter():
     assert np.all(np.asarray(optima.feasible))
     assert np.all(np.asarray(optima.switch_time) >= scenario.min_switch_time)
     assert np.all(on_board >= 1.2 * np.asarray(optima.propellant))
+
+
+def test_sampler_shortfall_names_needed_draws():
+    with pytest.raises(ValueError) as error:
+        sample_landing_burn_states(
+            jax.random.PRNGKey(7), 10_000, VEHICLE, falcon9_like(), chunk=64, max_draws=2
+        )
+
+    message = str(error.value)
+    assert "drawn states are feasible, fewer than the 10000 requested." in message
+    assert "draws are needed: raise chunk or max_draws, request fewer states" in message
+
+
+def test_sampler_shortfall_without_feasible_states():
+    # From 20-30 m up at 200-300 m/s no burn can stop the stage in time.
+    scenario = dataclasses.replace(LandingBurnScenario(), altitude_range=(20.0, 30.0))
+
+    with pytest.raises(ValueError) as error:
+        sample_landing_burn_states(
+            jax.random.PRNGKey(7), 4, VEHICLE, falcon9_like(), scenario, chunk=64, max_draws=1
+        )
+
+    message = str(error.value)
+    assert message.startswith("only 0 of 64 drawn states are feasible, fewer than the 4")
+    assert message.endswith("or relax its margins.")
