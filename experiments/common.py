@@ -484,10 +484,13 @@ def run_entry_point(main: Callable[[list[str] | None], int]) -> NoReturn:
     Every ``if __name__ == "__main__":`` block of the experiments calls this. When the
     reader of stdout exits early (``python -m experiments.NAME | head``), the process
     exits with status 1 and no ``BrokenPipeError`` traceback, as ``diffland`` does.
-    """
-    from diffland.console import run_quiet_on_closed_pipe
 
-    sys.exit(run_quiet_on_closed_pipe(lambda: main(None)))
+    After :func:`report_interrupt`, the process exits without interpreter finalization
+    (see :func:`diffland.console.exit_process`).
+    """
+    from diffland.console import exit_process, run_quiet_on_closed_pipe
+
+    exit_process(run_quiet_on_closed_pipe(lambda: main(None)))
 
 
 def configure_logging(level: str) -> None:
