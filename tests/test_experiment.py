@@ -488,6 +488,20 @@ def child_environment() -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def sigint_not_ignored():
+    """Let subprocesses started in the test receive SIGINT.
+
+    Tests run in the background of a non-interactive shell ignore SIGINT, and their
+    subprocesses would inherit that. A Python handler is reset to the default at exec.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_interrupt_during_compile_exits_cleanly(tmp_path):
     # Interpreter finalization would destroy the JAX client while XLA still compiles on
     # its threads, which ended 5 of 6 such runs with a segmentation fault (jaxlib 0.10.2,
@@ -509,6 +523,49 @@ def test_interrupt_during_compile_exits_cleanly(tmp_path):
 
         assert process.returncode == 143, (attempt, stderr)
         assert "interrupted by SIGTERM before the first checkpoint was saved" in stderr
+
+
+def wait_for_jax_import(process: subprocess.Popen) -> None:
+    """Return once ``process`` has loaded jaxlib's shared library, early in ``import jax``."""
+    maps = pathlib.Path(f"/proc/{process.pid}/maps")
+    deadline = time.monotonic() + 60
+    while "jaxlib" not in maps.read_text():
+        assert process.poll() is None, "the experiment exited before importing JAX"
+        assert time.monotonic() < deadline, "the experiment did not import JAX in 60 s"
+        time.sleep(0.005)
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_imports_stops_run(tmp_path, signal_number, sigint_not_ignored):
+    folder = tmp_path / "run"
+    # Tiny settings, so that a run that ignores the signal still ends soon.
+    tiny = [
+        "control_dt=0.1",
+        "train_pool=32",
+        "validation_states=8",
+        "held_out_states=12",
+        "mlp.steps=2",
+        "pid.steps=2",
+        "neuro_pid.steps=2",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.vertical_landing", "--quick", "--out", str(folder)]
+        + ["--set", *tiny],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_environment(),
+        cwd=pathlib.Path(common.__file__).parents[1],
+    )
+    wait_for_jax_import(process)
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=300)
+
+    name = signal.Signals(signal_number).name
+    assert process.returncode == 128 + signal_number, stderr
+    assert f"interrupted by {name} while starting, before the run folder was created" in stderr
+    assert not folder.exists()
 
 
 EXIT_AFTER_INTERRUPT = """
