@@ -487,10 +487,25 @@ def run_entry_point(main: Callable[[list[str] | None], int]) -> NoReturn:
     Every ``if __name__ == "__main__":`` block of the experiments calls this. When the
     reader of stdout exits early (``python -m experiments.NAME | head``), the process
     exits with status 1 and no ``BrokenPipeError`` traceback, as ``diffland`` does.
-    """
-    from diffland.console import run_quiet_on_closed_pipe
 
-    sys.exit(run_quiet_on_closed_pipe(lambda: main(None)))
+    A SIGINT or SIGTERM recorded by :mod:`experiments.startup` while the modules
+    were imported ends the process here with 130 or 143 and a message, before ``main``
+    creates the run folder. After :func:`report_interrupt`, the process exits without
+    interpreter finalization (see :func:`diffland.console.exit_process`).
+    """
+    from diffland.console import exit_process, run_quiet_on_closed_pipe
+    from experiments import startup
+
+    received = startup.restore_stop_signals()
+    if received is not None:
+        name = signal.Signals(received).name
+        print(
+            f"interrupted by {name} while starting, before the run folder was created, so "
+            "nothing was written",
+            file=sys.stderr,
+        )
+        sys.exit(128 + received)
+    exit_process(run_quiet_on_closed_pipe(lambda: main(None)))
 
 
 def configure_logging(level: str) -> None:
