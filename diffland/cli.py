@@ -19,11 +19,11 @@ import math
 import pathlib
 import re
 import sys
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import tyro
 
-from diffland.console import run_quiet_on_closed_pipe
+from diffland.console import exit_process, run_quiet_on_closed_pipe
 
 logger = logging.getLogger(__name__)
 
@@ -749,5 +749,13 @@ def _run_command(command: Any) -> int:
     return run_list(command)
 
 
+def entry_point() -> NoReturn:
+    """Run :func:`main` on the process arguments and exit with its status, the
+    ``diffland`` command's entry point. After an interrupted training run the process
+    exits without interpreter finalization (see
+    :func:`diffland.console.exit_process`)."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

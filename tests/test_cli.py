@@ -2,9 +2,11 @@
 
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import pytest
 from PIL import Image
@@ -578,3 +580,15 @@ def test_closed_output_pipe_exits_quietly(arguments):
     assert "Traceback" not in finished.stderr
     assert "BrokenPipeError" not in finished.stderr
     assert finished.returncode == 1
+
+
+def test_entry_point_exits_through_exit_process(monkeypatch):
+    pyproject = tomllib.loads((pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["diffland"] == "diffland.cli:entry_point"
+    statuses = []
+    monkeypatch.setattr(cli, "main", lambda: 143)
+    monkeypatch.setattr(cli, "exit_process", statuses.append)
+
+    cli.entry_point()
+
+    assert statuses == [143]
