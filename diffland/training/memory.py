@@ -119,27 +119,27 @@ def _read_integer(path: pathlib.Path) -> int | None:
 
 def _kib_field(path: pathlib.Path, name: str) -> int | None:
     """Return field ``name`` of a /proc file written as ``Name:  123456 kB``, in bytes."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key == name:
-            return int(value.split()[0]) * 1024
-    return None
+    value = _field(path, name, ":")
+    return None if value is None else int(value.split()[0]) * 1024
 
 
 def _stat_field(path: pathlib.Path, name: str) -> int | None:
     """Return field ``name`` of a cgroup ``memory.stat`` file, written as ``name 123``."""
+    value = _field(path, name, " ")
+    return None if value is None else int(value)
+
+
+def _field(path: pathlib.Path, name: str, separator: str) -> str | None:
+    """Return the text after ``separator`` on the first line of ``path`` that starts with
+    ``name`` and ``separator``, or None when the file or the line is missing."""
     try:
         lines = path.read_text().splitlines()
     except OSError:
         return None
     for line in lines:
-        key, _, value = line.partition(" ")
+        key, _, value = line.partition(separator)
         if key == name:
-            return int(value)
+            return value
     return None
 
 
