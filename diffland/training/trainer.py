@@ -664,7 +664,7 @@ class Trainer:
         )
 
     def _selects(self) -> bool:
-        """Whether training keeps the best-validation parameters."""
+        """Return whether training keeps the best-validation parameters."""
         return self.config.select_best and self.eval_states is not None
 
     def _keep_if_best(self, state: TrainState, metrics: Mapping[str, float]) -> TrainState:
