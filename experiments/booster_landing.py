@@ -692,3 +692,11 @@ def main(
     )
     print(f"run folder: {run_folder}")
     return 0
+
+
+if __name__ == "__main__":
+    common.reject_entry_point(
+        "experiments.booster_landing is the code shared by the booster experiments, not an "
+        "experiment. Run python -m experiments.planar_landing or "
+        "python -m experiments.rigid_body_landing."
+    )

@@ -508,6 +508,16 @@ def run_entry_point(main: Callable[[list[str] | None], int]) -> NoReturn:
     exit_process(run_quiet_on_closed_pipe(lambda: main(None)))
 
 
+def reject_entry_point(message: str) -> NoReturn:
+    """Exit with status 2 and ``message`` on stderr: the ``__main__`` block of an
+    experiments module that is not an experiment."""
+    from experiments import startup
+
+    received = startup.restore_stop_signals()
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2 if received is None else 128 + received)
+
+
 def configure_logging(level: str) -> None:
     # force=True: importing orbax already installs a root handler, which would make a plain
     # basicConfig call do nothing.
@@ -787,7 +797,7 @@ def resume_command(
     if getattr(args, "log_level", "INFO") != "INFO":
         words += ["--log-level", args.log_level]
     words += options
-    # One --set with every assignment: diffland train keeps only the last of repeated --set.
+    # One --set with every assignment, a form that both launchers accept.
     if args.set:
         words += ["--set", *args.set]
     return shlex.join(words)

@@ -12,6 +12,8 @@ the handlers before anything heavy is imported.
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
 from types import FrameType
 
@@ -31,6 +33,19 @@ def record_stop_signals() -> None:
             continue
         _previous[number] = current
         signal.signal(number, _record)
+    # A module run with -m that never calls restore_stop_signals (one without an entry
+    # point) would otherwise exit as if no signal had come.
+    atexit.register(_deliver_pending)
+
+
+def _deliver_pending() -> None:
+    """At exit, end the process by a recorded signal that nothing has acted on."""
+    if not _previous:
+        return
+    received = restore_stop_signals()
+    if received is not None:
+        signal.signal(received, signal.SIG_DFL)
+        os.kill(os.getpid(), received)
 
 
 def _record(number: int, frame: FrameType | None) -> None:

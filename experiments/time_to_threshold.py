@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from diffland import benchmarking
 from diffland.controllers import CascadedPID, MLPPolicy
+from experiments import common
 from experiments.throughput import ThroughputConfig, experiment_task
 
 logger = logging.getLogger("throughput")
@@ -328,3 +329,10 @@ def time_to_threshold_figure(config: ThroughputConfig) -> dict[str, Any]:
         "ppo": ppo,
         "ppo_over_apg": benchmarking.compare_time_to_threshold(apg, ppo),
     }
+
+
+if __name__ == "__main__":
+    common.reject_entry_point(
+        "experiments.time_to_threshold is a figure of the throughput benchmark, not an "
+        "experiment. Run python -m experiments.throughput --figures time_to_threshold."
+    )

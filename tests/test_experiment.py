@@ -346,8 +346,53 @@ def test_entry_points_use_shared_runner():
     blocks = main_blocks()
 
     assert "vertical_landing" in blocks
+    helpers = {"booster_landing", "time_to_threshold"}
     for name, statements in blocks.items():
-        assert statements == ["common.run_entry_point(main)"], name
+        if name in helpers:
+            assert len(statements) == 1, name
+            assert statements[0].startswith("common.reject_entry_point("), name
+        else:
+            assert statements == ["common.run_entry_point(main)"], name
+    # Every module that python -m can run either runs or rejects, so that a signal
+    # recorded during its imports is acted on.
+    modules = {path.stem for path in pathlib.Path(common.__file__).parent.glob("*.py")}
+    assert modules - set(blocks) == {"__init__", "common", "startup"}
+
+
+@pytest.mark.parametrize("module", ["booster_landing", "time_to_threshold"])
+def test_helper_modules_reject_running(module):
+    completed = subprocess.run(
+        [sys.executable, "-m", f"experiments.{module}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=pathlib.Path(common.__file__).parents[1],
+    )
+
+    assert completed.returncode == 2
+    assert completed.stderr.startswith(f"error: experiments.{module} is ")
+    assert "Run python -m experiments." in completed.stderr
+
+
+SIGNAL_PENDING_AT_EXIT = """
+import os, signal
+from experiments import startup
+startup.record_stop_signals()
+os.kill(os.getpid(), signal.SIGTERM)
+# The module ends here without restore_stop_signals, as one without an entry point does.
+"""
+
+
+def test_recorded_signal_delivered_at_exit():
+    completed = subprocess.run(
+        [sys.executable, "-c", SIGNAL_PENDING_AT_EXIT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=pathlib.Path(common.__file__).parents[1],
+    )
+
+    assert completed.returncode == -signal.SIGTERM
 
 
 def test_entry_point_closed_pipe_exits_quietly(monkeypatch):
