@@ -21,12 +21,17 @@
 # Usage: bash scripts/gpu_bench.sh [RUN_FOLDER] [options of python -m experiments.throughput]
 set -euo pipefail
 
+caller="$(pwd)"
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 stamp="$(date -u +%Y%m%d-%H%M%S)"
 if [ -n "${OUT:-}" ]; then default="$OUT/gpu_bench"; else default="runs/gpu_bench-$stamp"; fi
 out="${1:-$default}"
 shift || true
+# A relative RUN_FOLDER names a folder under the caller's working directory.
+if [ "$out" != "$default" ]; then
+    case "$out" in /*) ;; *) out="$caller/$out" ;; esac
+fi
 
 "$PYTHON" - <<'PY'
 import jax
