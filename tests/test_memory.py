@@ -61,7 +61,7 @@ def test_cgroup_v2_limit(tmp_path):
     )
 
     # 1,000,000 limit - (700,000 used - 100,000 reclaimable page cache)
-    assert memory.cgroup_available_bytes(tmp_path) == 400_000
+    assert memory.cgroup_available_bytes(tmp_path, tmp_path / "absent") == 400_000
 
 
 def test_cgroup_v1_limit(tmp_path):
@@ -74,7 +74,7 @@ def test_cgroup_v1_limit(tmp_path):
         },
     )
 
-    assert memory.cgroup_available_bytes(tmp_path) == 300_000
+    assert memory.cgroup_available_bytes(tmp_path, tmp_path / "absent") == 300_000
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,40 @@ def test_cgroup_v1_limit(tmp_path):
 def test_cgroup_without_limit(tmp_path, files):
     _write_files(tmp_path, files)
 
-    assert memory.cgroup_available_bytes(tmp_path) is None
+    assert memory.cgroup_available_bytes(tmp_path, tmp_path / "absent") is None
+
+
+@pytest.mark.parametrize(
+    ("parent_limit", "expected"),
+    [("max", 150_000), ("1200000", 150_000), ("1000000", 100_000)],
+)
+def test_cgroup_limit_of_own_and_parent_group(tmp_path, parent_limit, expected):
+    # The process sits in job/step; the tightest room counts, whichever group sets it.
+    _write_files(
+        tmp_path,
+        {
+            "membership": "0::/job/step\n",
+            "job/memory.max": f"{parent_limit}\n",
+            "job/memory.current": "900000\n",
+            "job/step/memory.max": "500000\n",
+            "job/step/memory.current": "350000\n",
+        },
+    )
+
+    assert memory.cgroup_available_bytes(tmp_path, tmp_path / "membership") == expected
+
+
+def test_cgroup_v1_membership(tmp_path):
+    _write_files(
+        tmp_path,
+        {
+            "membership": "9:cpu,cpuacct:/other\n4:memory:/slurm/job_7\n0::/\n",
+            "memory/slurm/job_7/memory.limit_in_bytes": "800000\n",
+            "memory/slurm/job_7/memory.usage_in_bytes": "200000\n",
+        },
+    )
+
+    assert memory.cgroup_available_bytes(tmp_path, tmp_path / "membership") == 600_000
 
 
 def test_address_space_limit(tmp_path, monkeypatch):

@@ -34,6 +34,9 @@ CGROUP_ROOT = pathlib.Path("/sys/fs/cgroup")
 """Mount point of the control groups, which containers and batch schedulers use to
 limit a job's memory."""
 
+CGROUP_MEMBERSHIP = pathlib.Path("/proc/self/cgroup")
+"""Linux's list of the control groups this process belongs to, one line per hierarchy."""
+
 UNLIMITED = 2**60
 """Control-group limits at or above this many bytes mean no limit (cgroup v1 writes
 9223372036854771712 for none)."""
@@ -81,31 +84,68 @@ def address_space_left_bytes(status: pathlib.Path = PROCESS_STATUS) -> int | Non
     return None if used is None else max(limit - used, 0)
 
 
-def cgroup_available_bytes(root: pathlib.Path = CGROUP_ROOT) -> int | None:
-    """Return the memory left under the control group's limit, bytes, or None without a
-    limit.
+def cgroup_available_bytes(
+    root: pathlib.Path = CGROUP_ROOT, membership: pathlib.Path = CGROUP_MEMBERSHIP
+) -> int | None:
+    """Return the memory left under the tightest control-group limit of this process,
+    bytes, or None without a limit.
 
-    The group's usage counts the page cache, which the kernel frees under pressure, so
-    the inactive file pages are subtracted from it, as ``docker stats`` does.
+    The groups checked are the process's own, as ``membership`` (``/proc/self/cgroup``)
+    names it, and every group above it up to ``root``, for cgroup v2 and for the v1
+    memory controller. A group's usage counts the page cache, which the kernel frees
+    under pressure, so its inactive file pages are subtracted from it.
     """
-    layouts = (
-        (root / "memory.max", root / "memory.current", "inactive_file"),
-        (
-            root / "memory" / "memory.limit_in_bytes",
-            root / "memory" / "memory.usage_in_bytes",
-            "total_inactive_file",
-        ),
-    )
-    for limit_file, usage_file, inactive_name in layouts:
-        limit = _read_integer(limit_file)
-        usage = _read_integer(usage_file)
-        if limit is None or usage is None:
-            continue
-        if limit >= UNLIMITED:
-            return None
-        inactive = _stat_field(limit_file.parent / "memory.stat", inactive_name) or 0
-        return max(limit - max(usage - inactive, 0), 0)
-    return None
+    left = [
+        room
+        for folder, names in _cgroup_folders(root, membership)
+        if (room := _cgroup_room(folder, *names)) is not None
+    ]
+    return min(left) if left else None
+
+
+_CGROUP_V2_FILES = ("memory.max", "memory.current", "inactive_file")
+_CGROUP_V1_FILES = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+
+
+def _cgroup_folders(root: pathlib.Path, membership: pathlib.Path):
+    """Yield each group folder to check, with the file names of its cgroup version."""
+    paths = {"v2": "/", "v1": "/"}
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        # Lines read "hierarchy-id:controllers:path"; cgroup v2's has id 0 and no
+        # controllers.
+        number, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if number == "0" and not controllers:
+            paths["v2"] = path
+        elif "memory" in controllers.split(","):
+            paths["v1"] = path
+    for version, base, names in (
+        ("v2", root, _CGROUP_V2_FILES),
+        ("v1", root / "memory", _CGROUP_V1_FILES),
+    ):
+        folder = base / paths[version].strip("/")
+        while True:
+            yield folder, names
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+
+
+def _cgroup_room(
+    folder: pathlib.Path, limit_name: str, usage_name: str, inactive_name: str
+) -> int | None:
+    """Return the memory left under the limit of the group in ``folder``, or None when
+    it has no limit or its files are missing."""
+    limit = _read_integer(folder / limit_name)
+    usage = _read_integer(folder / usage_name)
+    if limit is None or usage is None or limit >= UNLIMITED:
+        return None
+    inactive = _stat_field(folder / "memory.stat", inactive_name) or 0
+    return max(limit - max(usage - inactive, 0), 0)
 
 
 def _read_integer(path: pathlib.Path) -> int | None:
