@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -46,8 +47,6 @@ from diffland.training.imitation import (
     student_pairs,
     teacher_pairs,
 )
-from diffland.training.interrupts import StopSignals
-from diffland.training.memory import InsufficientMemoryError
 from diffland.viz.plots import plot_booster_landings, plot_training_curves
 from experiments import common
 from experiments.vertical_landing import (
@@ -667,18 +666,15 @@ def main(
         common.save_config(run_folder, config, args.resume)
     except (ValueError, common.RunFolderError) as error:
         parser.error(str(error))
-    try:
-        # A signal before training (drawing start states, compiling) stops the run too.
-        with StopSignals():
-            if run_experiment is None:
-                results = run(spec, config, run_folder, args.resume)
-            else:
-                results = run_experiment(config, run_folder, args.resume)
-    except KeyboardInterrupt as interrupt:
-        command = resume_command(spec, args, run_folder)
-        return common.report_interrupt(interrupt, run_folder, command)
-    except InsufficientMemoryError as error:
-        return common.report_memory_error(error, run_folder)
+    if run_experiment is None:
+        run_experiment = functools.partial(run, spec)
+    results, status = common.run_stoppable(
+        lambda: run_experiment(config, run_folder, args.resume),
+        run_folder,
+        lambda: resume_command(spec, args, run_folder),
+    )
+    if results is None:
+        return status
 
     print()
     print(common.format_table(results["controllers"]))

@@ -803,6 +803,30 @@ def resume_command(
     return shlex.join(words)
 
 
+def run_stoppable(
+    run: Callable[[], dict[str, Any]],
+    run_folder: pathlib.Path,
+    resume: Callable[[], str],
+) -> tuple[dict[str, Any] | None, int]:
+    """Call ``run`` with the stop handlers installed and return ``(results, 0)``.
+
+    A signal at any point of the run, drawing start states and compiling included,
+    stops it. The run's interruption or a shortage of memory is then reported (see
+    :func:`report_interrupt` and :func:`report_memory_error`, with ``resume()`` as the
+    resume command) and ``(None, exit status)`` is returned.
+    """
+    from diffland.training.interrupts import StopSignals
+    from diffland.training.memory import InsufficientMemoryError
+
+    try:
+        with StopSignals():
+            return run(), 0
+    except KeyboardInterrupt as interrupt:
+        return None, report_interrupt(interrupt, run_folder, resume())
+    except InsufficientMemoryError as error:
+        return None, report_memory_error(error, run_folder)
+
+
 def report_interrupt(interrupt: KeyboardInterrupt, run_folder: pathlib.Path, command: str) -> int:
     """Print how to continue the run in ``run_folder`` after ``interrupt`` to stderr and
     return the exit status (see :func:`interrupted_status`).

@@ -51,8 +51,6 @@ from diffland.training.callbacks import MetricsHistory
 from diffland.training.checkpoint import CheckpointStore
 from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
 from diffland.training.imitation import ImitationConfig, fit_to_teacher, teacher_pairs
-from diffland.training.interrupts import StopSignals
-from diffland.training.memory import InsufficientMemoryError
 from diffland.viz.plots import plot_training_curves
 from experiments import common
 from experiments.vertical_landing import (
@@ -811,14 +809,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     config, run_folder = common.prepare_run(parser, args, ConvexGuidanceConfig, EXPERIMENT)
 
-    try:
-        # A signal before training (drawing start states, compiling) stops the run too.
-        with StopSignals():
-            results = run(config, run_folder, args.resume)
-    except KeyboardInterrupt as interrupt:
-        return common.report_interrupt(interrupt, run_folder, resume_command(args, run_folder))
-    except InsufficientMemoryError as error:
-        return common.report_memory_error(error, run_folder)
+    results, status = common.run_stoppable(
+        lambda: run(config, run_folder, args.resume),
+        run_folder,
+        lambda: resume_command(args, run_folder),
+    )
+    if results is None:
+        return status
 
     print()
     print(common.format_table(results["controllers"]))

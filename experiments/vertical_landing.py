@@ -44,8 +44,6 @@ from diffland.training import (
 )
 from diffland.training.callbacks import MetricsHistory
 from diffland.training.evaluation import rollout_outcomes, summarize_outcomes
-from diffland.training.interrupts import StopSignals
-from diffland.training.memory import InsufficientMemoryError
 from diffland.viz.plots import plot_training_curves, plot_vertical_landings
 from experiments import common
 
@@ -416,14 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     common.configure_logging(args.log_level)
     config, run_folder = common.prepare_run(parser, args, VerticalLandingConfig, EXPERIMENT)
 
-    try:
-        # A signal before training (drawing start states, compiling) stops the run too.
-        with StopSignals():
-            results = run(config, run_folder, args.resume)
-    except KeyboardInterrupt as interrupt:
-        return common.report_interrupt(interrupt, run_folder, resume_command(args, run_folder))
-    except InsufficientMemoryError as error:
-        return common.report_memory_error(error, run_folder)
+    results, status = common.run_stoppable(
+        lambda: run(config, run_folder, args.resume),
+        run_folder,
+        lambda: resume_command(args, run_folder),
+    )
+    if results is None:
+        return status
 
     print_summary(results, run_folder)
     return 0
