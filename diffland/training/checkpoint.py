@@ -39,7 +39,7 @@ class CheckpointUnreadable(ValueError):
 
 
 DESCRIBED_LENGTH = 300
-"""Most characters of an error message quoted in a warning or error. Orbax's messages
+"""Maximum number of characters of an error message quoted in a warning or error. Orbax's messages
 can embed a whole TensorStore spec of several kilobytes."""
 
 
@@ -106,8 +106,9 @@ class CheckpointStore:
         """Raise :class:`ChecksumMismatch` when a restored leaf differs from the saved one
         or has no recorded checksum.
 
-        A checkpoint without a checksum file only logs a warning, because a crash right
-        after orbax's write leaves one so, unless ``required`` is set.
+        Without a checksum file it raises when ``required`` is set and otherwise only
+        logs a warning, because a crash right after orbax's write leaves a checkpoint
+        without one.
         """
         path = self.directory / str(step) / CHECKSUM_FILE
         if not path.exists():

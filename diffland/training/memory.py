@@ -95,12 +95,12 @@ def cgroup_available_bytes(
     memory controller. A group's usage counts the page cache, which the kernel frees
     under pressure, so its inactive file pages are subtracted from it.
     """
-    left = [
-        room
-        for folder, names in _cgroup_folders(root, membership)
-        if (room := _cgroup_room(folder, *names)) is not None
-    ]
-    return min(left) if left else None
+    rooms = []
+    for folder, names in _cgroup_folders(root, membership):
+        room = _cgroup_room(folder, *names)
+        if room is not None:
+            rooms.append(room)
+    return min(rooms) if rooms else None
 
 
 _CGROUP_V2_FILES = ("memory.max", "memory.current", "inactive_file")
@@ -115,7 +115,7 @@ def _cgroup_folders(root: pathlib.Path, membership: pathlib.Path):
     except OSError:
         lines = []
     for line in lines:
-        # Lines read "hierarchy-id:controllers:path"; cgroup v2's has id 0 and no
+        # Lines read "hierarchy-id:controllers:path". The cgroup v2 line has id 0 and no
         # controllers.
         number, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")

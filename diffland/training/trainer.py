@@ -597,7 +597,7 @@ class Trainer:
         if int(state.step) >= self.config.steps:
             # A finished run needs no compiled update, so resuming it costs no compile.
             logger.info(
-                "the checkpoint of step %d completes the %d steps; nothing left to train",
+                "the checkpoint of step %d completes the %d steps, so nothing is left to train",
                 int(state.step),
                 self.config.steps,
             )
