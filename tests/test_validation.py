@@ -14,6 +14,8 @@ from diffland.dynamics import (
     VerticalLander,
     VerticalState,
     falcon9_like,
+    final_state,
+    final_state_batch,
     make_vertical_params,
     make_vertical_state,
 )
@@ -338,3 +340,47 @@ def test_non_finite_message_gives_index():
 
     with pytest.raises(ValueError, match=r"at index \[5\] \(1 of 4096 entries\)"):
         check_finite_tree(states, "state")
+
+
+# -- state dtypes at the simulation entry points -----------------------------------------
+
+
+def _cast_states(states, dtype):
+    return jax.tree_util.tree_map(lambda x: jnp.round(x).astype(dtype), states)
+
+
+def _hold_throttle(state, params, carry):
+    return jnp.array([0.7], jnp.float32), carry
+
+
+@pytest.mark.parametrize(
+    ("dtype", "pattern"),
+    [
+        (jnp.int32, r"initial_states\.altitude has dtype int32; .* must be a float"),
+        (jnp.bfloat16, r"initial_states\.altitude has dtype bfloat16; 16-bit floats"),
+        (jnp.float16, r"initial_states\.altitude has dtype float16; 16-bit floats"),
+    ],
+)
+def test_batch_rejects_non_float32_states(dtype, pattern):
+    states = make_vertical_state([2000.0, 2100.0], [-250.0, -240.0], [31000.0, 31000.0])
+    with pytest.raises(ValueError, match=pattern):
+        final_state_batch(
+            VEHICLE,
+            SimConfig(horizon=3),
+            _hold_throttle,
+            _cast_states(states, dtype),
+            falcon9_like(),
+            (),
+            devices=jax.local_devices()[:1],
+        )
+
+
+def test_jit_rejects_bfloat16_state():
+    state = _cast_states(make_vertical_state(2000.0, -250.0, 31000.0), jnp.bfloat16)
+
+    def run(state):
+        return final_state(VEHICLE, SimConfig(horizon=3), _hold_throttle, state, falcon9_like(), ())
+
+    # The check reads only dtypes, so it also stops a jitted call before XLA compiles it.
+    with pytest.raises(ValueError, match=r"state\.velocity has dtype bfloat16"):
+        jax.jit(run).lower(state.replace(altitude=state.altitude.astype(jnp.float32)))

@@ -22,7 +22,7 @@ import numpy as np
 from flax import struct
 
 from diffland.dynamics import components
-from diffland.dynamics.base import Params, State, Vehicle, is_concrete
+from diffland.dynamics.base import Params, State, Vehicle, check_state_dtypes, is_concrete
 from diffland.dynamics.integrators import RK4, Integrator
 
 DYNAMICS_MATMUL_PRECISION = "highest"
@@ -176,7 +176,12 @@ class SimState:
 
 
 def initial_sim_state(state: State) -> SimState:
-    """Wrap a vehicle state at time zero, not touched down."""
+    """Wrap a vehicle state at time zero, not touched down.
+
+    Raises ``ValueError`` (while tracing, before anything is compiled) when a leaf of
+    ``state`` is not float32 or float64.
+    """
+    check_state_dtypes(state)
     dtype = jax.tree_util.tree_leaves(state)[0].dtype
     zero = jnp.zeros((), dtype)
     return SimState(vehicle=state, time=zero, touched_down=jnp.array(False), touchdown_time=zero)
@@ -749,6 +754,7 @@ def _batch_program(vehicle, initial_states, params, policy_carry, devices, valid
             f"a batch of {batch} landers does not split evenly over {len(devices)} devices; "
             f"pass a multiple of {len(devices)} landers or fewer devices."
         )
+    check_state_dtypes(initial_states, "initial_states")
     if validate:
         # vehicle.validate skips traced values. Under jax.jit, concrete ones (params closed
         # over) are still checked, because compile-time evaluation keeps them concrete.

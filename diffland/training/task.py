@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffland.dynamics.base import Params, Vehicle
+from diffland.dynamics.base import Params, Vehicle, check_state_dtypes
 from diffland.dynamics.simulate import SimConfig, SimState, Trajectory, rollout
 from diffland.randomization import Episode, SensorModel
 from diffland.training.cost import (
@@ -90,24 +90,13 @@ def validate_state_batch(states: Any) -> int:
     for path, leaf in leaves:
         name = jax.tree_util.keystr(path)
         shape = getattr(leaf, "shape", None)
-        dtype = getattr(leaf, "dtype", None)
         if shape is None or len(shape) == 0:
             raise ValueError(
                 f"start-state field {name} = {leaf!r} has no batch axis; pass arrays whose "
                 "first axis indexes the landers (use shape (1,) for a single lander)."
             )
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(
-                f"start-state field {name} has dtype {dtype}; pass floating-point arrays "
-                "(for example with dtype=jnp.float32)."
-            )
-        if jnp.finfo(dtype).bits < 32:
-            raise ValueError(
-                f"start-state field {name} has dtype {dtype}; the dynamics state must be "
-                "float32 or float64 (half precision is only for controller networks, through "
-                "their dtype setting). Cast the states with .astype(jnp.float32)."
-            )
         sizes[name] = shape[0]
+    check_state_dtypes(states, "start states")
     if len(set(sizes.values())) > 1:
         raise ValueError(
             f"start-state fields have different batch sizes {sizes}; every field needs the "
