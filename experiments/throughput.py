@@ -511,13 +511,19 @@ def measure_rollout(setup, kind, states, devices, config, path="batched") -> dic
     return _rate_row(base, batch, setup.sim.horizon, setup.sim.substeps, timing, compile_s)
 
 
-def throughput_figure(config: ThroughputConfig, device_count: int) -> list[dict[str, Any]]:
+def throughput_figure(
+    config: ThroughputConfig,
+    device_count: int,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Measure every vehicle, configuration, controller and batch size.
 
     Each batch runs on all devices when it divides by their count. The 6-DOF core case
     with a fixed action runs on one device as well, so the ratio of the two shows.
+    ``on_rows``, when given, receives the rows measured so far after each batch size.
     """
     rows = []
+    report = on_rows if on_rows is not None else lambda rows: None
     for name in config.vehicles:
         for configuration in CONFIGURATIONS:
             setup = vehicle_setup(name, configuration, config.horizon)
@@ -555,6 +561,7 @@ def throughput_figure(config: ThroughputConfig, device_count: int) -> list[dict[
                                 "error": "out of memory",
                             }
                         )
+                        report(rows)
                         break
                     for row in measured:
                         logger.info(
@@ -567,6 +574,7 @@ def throughput_figure(config: ThroughputConfig, device_count: int) -> list[dict[
                             row["steps_per_second"],
                         )
                     rows.extend(measured)
+                    report(rows)
                     limit = config.max_call_seconds
                     slowest = max(row["median_seconds"] for row in measured)
                     if limit is not None and slowest > limit:
@@ -1170,12 +1178,16 @@ def plot_throughput(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path
 
 
 def run(config: ThroughputConfig, run_folder: pathlib.Path) -> dict[str, Any]:
-    """Measure the requested figures, write ``results.json`` and the plot, return results."""
+    """Measure the requested figures, write ``results.json`` and the plot, return results.
+
+    ``results.json`` is rewritten after each figure and after each batch size of figure 1,
+    with ``complete`` false until the last figure is done, so that a run stopped by a
+    time limit or a signal keeps what it measured.
+    """
     start = time.perf_counter()
-    device_count = jax.device_count()
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "device_count": device_count,
+        "device_count": jax.device_count(),
         "hardware": benchmarking.describe_hardware(),
         "versions": benchmarking.library_versions(),
         "step_definition": (
@@ -1187,9 +1199,34 @@ def run(config: ThroughputConfig, run_folder: pathlib.Path) -> dict[str, Any]:
             "block_until_ready; compilation ahead of time, reported apart"
         ),
     }
+
+    def save(complete: bool) -> None:
+        timings = {"total": time.perf_counter() - start}
+        entries = dict(results, complete=complete)
+        common.write_results(run_folder, EXPERIMENT, dataclasses.asdict(config), timings, **entries)
+
+    _measure_figures(config, results, lambda: save(False))
+    if results.get("throughput"):
+        plot = plot_throughput(results, run_folder / "plots" / "throughput.png")
+        results["plot"] = str(plot) if plot is not None else None
+    save(True)
+    return results
+
+
+def _measure_figures(
+    config: ThroughputConfig, results: dict[str, Any], save: Callable[[], None]
+) -> None:
+    """Add each figure of ``config.figures`` to ``results``, calling ``save`` after each
+    figure and after each batch size of figure 1."""
     figures = set(config.figures)
+    device_count = results["device_count"]
+
+    def save_rows(rows: list[dict[str, Any]]) -> None:
+        results["throughput"] = rows
+        save()
+
     if "throughput" in figures:
-        results["throughput"] = throughput_figure(config, device_count)
+        results["throughput"] = throughput_figure(config, device_count, save_rows)
     if "anchors" in figures and config.anchors:
         results["anchors"] = anchors_figure(config, device_count)
     elif "anchors" in figures:
@@ -1197,28 +1234,27 @@ def run(config: ThroughputConfig, run_folder: pathlib.Path) -> dict[str, Any]:
     if "throughput" in results and "anchors" in results:
         add_cartpole_ratios(results["throughput"], results["anchors"]["rows"])
         add_cartpole_ratios(results["anchors"]["rows"], results["anchors"]["rows"])
+    save()
     if "gradient" in figures:
         results["gradient"] = gradient_figure(config, device_count)
+        save()
     if "memory" in figures:
         results["memory"] = memory_figure(config)
+        save()
     if "compile" in figures:
         results["compile"] = compile_figure(config)
+        save()
     if "hardware_limit" in figures:
         if jax.default_backend() != "cpu":
             results["hardware_limit"] = {"skipped": "the peak estimate is for CPUs only"}
         else:
             rows = results.get("throughput") or throughput_figure(config, device_count)
             results["hardware_limit"] = hardware_limit_figure(config, rows)
+        save()
     if "time_to_threshold" in figures:
         from experiments.time_to_threshold import time_to_threshold_figure
 
         results["time_to_threshold"] = time_to_threshold_figure(config)
-    if results.get("throughput"):
-        plot = plot_throughput(results, run_folder / "plots" / "throughput.png")
-        results["plot"] = str(plot) if plot is not None else None
-    timings = {"total": time.perf_counter() - start}
-    common.write_results(run_folder, EXPERIMENT, dataclasses.asdict(config), timings, **results)
-    return results
 
 
 def _integers(text: str) -> tuple[int, ...]:

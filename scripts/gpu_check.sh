@@ -12,8 +12,8 @@
 #
 # Time limits, in seconds, so that the whole check fits one 10-minute device command:
 # TEST_SECONDS (default 300) for the tests and BENCH_SECONDS (default 180) for the
-# sweep. A sweep cut by its limit writes no results.json; bench.log still lists each
-# batch size as it finished. WORKERS (default 8) sets the pytest-xdist processes that
+# sweep. A sweep cut by its limit keeps a results.json with "complete": false and
+# every batch size finished before the cut, which bench.log also lists. WORKERS (default 8) sets the pytest-xdist processes that
 # share the GPU. On 2 CPU cores (no GPU, with those packages hidden) the same tests
 # took 9.3 minutes in one process.
 #

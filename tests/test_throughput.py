@@ -199,9 +199,35 @@ def test_tiny_run_writes_documented_keys(tiny_results):
         assert key in results
     for key in ("gradient", "memory", "compile", "hardware_limit", "timings", "config"):
         assert key in results
+    assert results["complete"] is True
     assert set(benchmarking.LIBRARIES) <= set(results["versions"])
     assert results["hardware"]["jax_devices"]
     assert (folder / "plots" / "throughput.png").is_file()
+
+
+def test_stopped_run_keeps_finished_rows(tmp_path, monkeypatch):
+    folder = common.prepare_run_folder(tmp_path / "run", False, throughput.EXPERIMENT)
+    changes = dict(TINY, batch_sizes=(2, 4), figures=("throughput", "gradient"))
+    config = throughput.ThroughputConfig.create(True, **changes)
+    config.validate()
+    measure = throughput.measure_rollout
+    calls = []
+
+    def stop_at_second_batch(setup, kind, states, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return measure(setup, kind, states, *args, **kwargs)
+
+    monkeypatch.setattr(throughput, "draw_starts", fixed_starts)
+    monkeypatch.setattr(throughput, "measure_rollout", stop_at_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        throughput.run(config, folder)
+    results = json.loads((folder / "results.json").read_text())
+
+    assert results["complete"] is False
+    assert [row["batch"] for row in results["throughput"]] == [2]
+    assert "gradient" not in results
 
 
 def test_tiny_run_throughput_rows(tiny_results):
