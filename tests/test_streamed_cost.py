@@ -20,6 +20,7 @@ from diffland.dynamics import (
     RigidBody,
     SemiImplicitEuler,
     SimConfig,
+    TouchdownMeasures,
     Trajectory,
     VerticalLander,
     falcon9_like,
@@ -43,6 +44,7 @@ from diffland.training.cost import (
     initial_landing_summary,
     summary_cost_terms,
     summary_outcome,
+    within_limits,
 )
 from diffland.training.task import batch_landing_summary, map_landers
 
@@ -306,3 +308,41 @@ def test_touched_down_lander_ends_at_touchdown(x64, rounding):
     final_propellant = VERTICAL.propellant_mass(final.vehicle, params)
     assert float(outcome.propellant_left) == float(final_propellant)
     assert float(outcome.propellant_used) == pytest.approx(3_000.0)
+
+
+def _measures_of_vertical_speed(speed):
+    """Return touchdown measures of a 1-D lander: only the vertical speed varies."""
+    zero = jnp.zeros_like(speed)
+    return TouchdownMeasures(
+        vertical_speed=speed,
+        lateral_speed=zero,
+        tilt=zero,
+        angular_rate=zero,
+        pad_distance=zero,
+        tip_over=zero,
+    )
+
+
+def test_within_limits_checks_every_ratio():
+    cost = LandingCost()
+    speed = jnp.array([0.5, 1.9, 2.1, 3.0])
+    measures = _measures_of_vertical_speed(speed)
+
+    assert within_limits(cost, measures).tolist() == [True, True, False, False]
+    tilted = measures.replace(tilt=jnp.full(4, np.radians(6.0)))
+    assert not within_limits(cost, tilted).any()
+    tipping = measures.replace(tip_over=jnp.array([0.0, 1.5, 0.0, 0.0]))
+    assert within_limits(cost, tipping).tolist() == [True, False, False, False]
+
+
+def test_within_limits_traces_no_reduction():
+    # A reduction over the stacked limit checks was folded by XLA at compile time where
+    # the measures were constant (the 1-D lander's), which took seconds at 500,000
+    # landers. Elementwise ands on constants simplify away instead.
+    def success(speed):
+        return within_limits(LandingCost(), _measures_of_vertical_speed(speed))
+
+    primitives = {eqn.primitive.name for eqn in jax.make_jaxpr(success)(jnp.zeros(8)).eqns}
+
+    assert "reduce_and" not in primitives
+    assert "and" in primitives
