@@ -89,13 +89,45 @@ def add_common_arguments(
         help="logging level (default INFO)",
     )
     # diffland train passes --launcher diffland, so that the resume command printed after
-    # an interrupt has the form that the user ran (see resume_command).
-    parser.add_argument("--launcher", choices=LAUNCHERS, default="python", help=argparse.SUPPRESS)
+    # an interrupt and the parser's error messages have the form that the user ran (see
+    # resume_command and _LauncherAction).
+    parser.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="python",
+        action=_LauncherAction,
+        help=argparse.SUPPRESS,
+    )
 
 
 LAUNCHERS = ("python", "diffland")
 """Values of the hidden option ``--launcher``: the command that started the experiment,
 ``python -m experiments.NAME`` or ``diffland train NAME``."""
+
+
+def launcher_words(launcher: str, experiment: str) -> list[str]:
+    """Return the words of the command that runs ``experiment`` with ``launcher`` (one of
+    :data:`LAUNCHERS`)."""
+    if launcher == "diffland":
+        return ["diffland", "train", experiment]
+    return ["python", "-m", f"experiments.{experiment}"]
+
+
+class _LauncherAction(argparse.Action):
+    """Store ``--launcher`` and rename the parser's ``prog`` to the command it names.
+
+    Errors that argparse reports after this option, and ``parser.error`` calls after
+    parsing, then start with that command (``diffland train NAME: error: ...``).
+    ``diffland train`` passes the option before every other option except ``--log-level``,
+    whose value its own parser has already checked. A parser whose ``prog`` is not
+    ``python -m experiments.NAME`` keeps its ``prog``.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        experiment = parser.prog.rpartition(".")[2]
+        if parser.prog == shlex.join(launcher_words("python", experiment)):
+            parser.prog = shlex.join(launcher_words(values, experiment))
 
 
 NUM_DEVICES_HELP = (
@@ -783,10 +815,7 @@ def resume_command(
 
     ``options`` are further arguments of the experiment's own parser, appended as given.
     """
-    if args.launcher == "diffland":
-        words = ["diffland", "train", experiment]
-    else:
-        words = ["python", "-m", f"experiments.{experiment}"]
+    words = launcher_words(args.launcher, experiment)
     words += ["--resume", "--out", str(run_folder)]
     if args.quick:
         words.append("--quick")

@@ -102,6 +102,33 @@ def test_bad_override_rejected_before_run(tmp_path, capsys):
     assert not folder.exists()
 
 
+@pytest.mark.parametrize("experiment", ["vertical_landing", "planar_landing"])
+def test_train_errors_name_diffland_command(experiment, tmp_path, capsys):
+    argv = ["train", experiment, "--out", str(tmp_path / "run"), "--set", "mlp.stepz=3"]
+
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+
+    message = capsys.readouterr().err
+    assert f"diffland train {experiment}: error: --set mlp.stepz=3" in message
+    assert f"usage: diffland train {experiment} " in message
+    assert "python -m" not in message
+
+
+def test_parse_errors_name_launcher(capsys):
+    parser = common.experiment_parser("vertical_landing", "test")
+
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--launcher", "diffland", "--seeds", "two"])
+    diffland_message = capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        common.experiment_parser("vertical_landing", "test").parse_args(["--seeds", "two"])
+    python_message = capsys.readouterr().err
+
+    assert "diffland train vertical_landing: error: argument --seeds" in diffland_message
+    assert "python -m experiments.vertical_landing: error: argument --seeds" in python_message
+
+
 @pytest.mark.parametrize(
     ("assignment", "expected"),
     [
