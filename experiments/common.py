@@ -247,6 +247,11 @@ def resolve_num_devices(num_devices: int | None, batch_size: int) -> int:
     return available
 
 
+OPTION_FIELDS = ("quick", "seeds")
+"""Config fields that only their own options (``--quick``, ``--seeds``) set, so
+``--set`` rejects them."""
+
+
 def add_override_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--set KEY=VALUE ...``, which changes fields of the experiment's config.
 
@@ -354,7 +359,8 @@ def apply_overrides(config: Any, assignments: Sequence[str]) -> Any:
     Keys name fields, with dots for nested dataclasses (``mlp.steps``). Values are
     converted to the field's type. Raises ``ValueError`` naming the assignment and the
     accepted keys for an unknown key, a malformed assignment or a value of the wrong type.
-    ``quick`` and ``seeds`` are rejected because their own options set them.
+    The keys of :data:`OPTION_FIELDS` (``quick``, ``seeds``) are rejected because their
+    own options set them.
     """
     for assignment in assignments:
         key, separator, text = assignment.partition("=")
@@ -363,9 +369,9 @@ def apply_overrides(config: Any, assignments: Sequence[str]) -> Any:
             raise ValueError(
                 f"--set {assignment} is invalid: write KEY=VALUE, for example --set mlp.steps=50."
             )
-        if key in ("quick", "seeds"):
+        if key in OPTION_FIELDS:
             raise ValueError(f"--set {assignment} is invalid: use the --{key} option instead.")
-        known = ", ".join(_field_names(type(config)))
+        known = ", ".join(name for name in _field_names(type(config)) if name not in OPTION_FIELDS)
         config = _replace_path(config, key.split("."), key, text.strip(), known)
     return config
 

@@ -129,6 +129,24 @@ def test_parse_errors_name_launcher(capsys):
     assert "python -m experiments.vertical_landing: error: argument --seeds" in python_message
 
 
+def test_unknown_field_lists_only_settable():
+    with pytest.raises(ValueError, match="there is no field stepz") as error_info:
+        common.apply_overrides(VerticalLandingConfig(), ["stepz=3"])
+
+    known = str(error_info.value).partition("Known fields: ")[2].rstrip(".").split(", ")
+    assert "mlp.steps" in known
+    assert "num_devices" in known
+    assert "quick" not in known
+    assert "seeds" not in known
+    for name in known:
+        # A value of the wrong type or range is fine here, but --set must accept the key.
+        try:
+            common.apply_overrides(VerticalLandingConfig(), [f"{name}=1"])
+        except ValueError as error:
+            assert "option instead" not in str(error), name
+            assert "there is no field" not in str(error), name
+
+
 @pytest.mark.parametrize(
     ("assignment", "expected"),
     [
