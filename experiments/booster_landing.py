@@ -457,16 +457,17 @@ def run_seed(spec, seed, config, task, held_out, run_folder, resume, logger):
             initial_params=initial,
             num_devices=config.num_devices,
         )
-        timings["compile"] += result.compile_seconds
-        timings["train"] += result.train_seconds
+        train_seconds, compile_seconds = common.controller_timings(run_folder, name, seed, result)
+        timings["compile"] += compile_seconds
+        timings["train"] += train_seconds
         trained[name] = (controller, result.selected_params)
         scores[name] = tuple(float(x) for x in np.asarray(result.state.best_score))
         score(
             name,
             controller,
             {"params": result.selected_params},
-            result.train_seconds,
-            result.compile_seconds,
+            train_seconds,
+            compile_seconds,
         )
         results[name]["selected_step"] = result.selected_step
         if name == "pid_tuned":

@@ -695,6 +695,39 @@ def combine_seeds(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return combined
 
 
+def controller_timings(
+    run_folder: pathlib.Path, name: str, seed: int, result: Any
+) -> tuple[float, float]:
+    """Return the ``(train_seconds, compile_seconds)`` to record for controller ``name``
+    of ``seed``, given its :class:`~diffland.training.TrainResult` of this session.
+
+    These are ``result``'s, unless this session applied no update because a resumed run
+    found the controller finished. Then they are the seconds that the run folder's
+    ``results.json`` recorded for it, because this session only restored a checkpoint,
+    which compiles nothing. Without such a record (the controller finished in a session
+    that was interrupted before it wrote ``results.json``) they stay ``result``'s.
+    """
+    trained = result.resumed_from is None or int(result.state.step) > result.resumed_from
+    if trained:
+        return result.train_seconds, result.compile_seconds
+    path = run_folder / "results.json"
+    try:
+        entry = json.loads(path.read_text())["controllers"][name]["per_seed"][seed]
+        return float(entry["train_seconds"]), float(entry["compile_seconds"])
+    except FileNotFoundError:
+        return result.train_seconds, result.compile_seconds
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        logging.getLogger(__name__).warning(
+            "%s has no readable timings of %s (seed %d): %r, so the restore's own seconds "
+            "are recorded",
+            path,
+            name,
+            seed,
+            error,
+        )
+        return result.train_seconds, result.compile_seconds
+
+
 def interrupted_status(error: KeyboardInterrupt) -> int:
     """Return the exit status for a run stopped by ``error``: 128 plus the signal's
     number (130 for SIGINT, 143 for SIGTERM), as a shell reports a process that the

@@ -549,8 +549,9 @@ def run_seed(seed, config, task, held_out, optimum, run_folder, resume):
             initial_params=initial,
             num_devices=config.num_devices,
         )
-        timings["compile"] += result.compile_seconds
-        timings["train"] += result.train_seconds
+        train_seconds, compile_seconds = common.controller_timings(run_folder, name, seed, result)
+        timings["compile"] += compile_seconds
+        timings["train"] += train_seconds
         variables[name] = {"params": result.selected_params}
         start = time.perf_counter()
         results[name], trajectories[name] = score(
@@ -558,8 +559,8 @@ def run_seed(seed, config, task, held_out, optimum, run_folder, resume):
         )
         timings["eval"] += time.perf_counter() - start
         results[name].update(
-            train_seconds=result.train_seconds,
-            compile_seconds=result.compile_seconds,
+            train_seconds=train_seconds,
+            compile_seconds=compile_seconds,
             selected_step=result.selected_step,
         )
         if imitation is not None:

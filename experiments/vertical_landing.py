@@ -263,10 +263,11 @@ def run_seed(
             resume,
             num_devices=config.num_devices,
         )
-        timings["compile"] += result.compile_seconds
-        timings["train"] += result.train_seconds
+        train_seconds, compile_seconds = common.controller_timings(run_folder, name, seed, result)
+        timings["compile"] += compile_seconds
+        timings["train"] += train_seconds
         variables = {"params": result.selected_params}
-        score(name, controller, variables, result.train_seconds, result.compile_seconds)
+        score(name, controller, variables, train_seconds, compile_seconds)
         results[name]["selected_step"] = result.selected_step
         if name == "pid_tuned":
             tuned_gains = pid.gains_from_params(result.selected_params)

@@ -121,6 +121,24 @@ def test_experiment_smoke_run_folder_files(tiny_run):
     assert json.loads((folder / "config.json").read_text())["held_out_states"] == HELD_OUT
 
 
+@pytest.mark.slow
+def test_resume_of_finished_run_keeps_timings(tiny_run, tmp_path):
+    config, folder, _ = tiny_run
+    copy = shutil.copytree(folder, tmp_path / "run")
+    before = json.loads((copy / "results.json").read_text())
+
+    common.save_config(copy, config, resume=True)
+    vertical_landing.run(config, copy, resume=True)
+    after = json.loads((copy / "results.json").read_text())
+
+    assert before["timings"]["compile"] > 0.0
+    assert after["timings"]["compile"] == pytest.approx(before["timings"]["compile"])
+    assert after["timings"]["train"] == pytest.approx(before["timings"]["train"])
+    for name in ("pid_tuned", "neuro_pid", "mlp"):
+        for key in ("train_seconds", "compile_seconds", "success_rate", "propellant_mean"):
+            assert after["controllers"][name][key] == before["controllers"][name][key], (name, key)
+
+
 # -- run folder checks -------------------------------------------------------------------
 
 
