@@ -226,6 +226,19 @@ def check_rollout_time(control_dt: float, horizon_seconds: float) -> None:
         )
 
 
+def check_remat(remat: Any) -> None:
+    """Raise ``ValueError`` unless ``remat`` is one of the modes of
+    :attr:`~diffland.dynamics.SimConfig.remat`, the config field ``remat`` of the
+    training experiments."""
+    from diffland.dynamics.simulate import REMAT_MODES
+
+    if not isinstance(remat, str) or remat not in REMAT_MODES:
+        raise ValueError(
+            f"remat = {remat!r} is invalid: pass one of {', '.join(REMAT_MODES)} (for "
+            "example --set remat=step)."
+        )
+
+
 def resolve_num_devices(num_devices: int | None, batch_size: int) -> int:
     """Return the number of devices to split a batch of ``batch_size`` landers over.
 
@@ -635,6 +648,14 @@ def save_config(run_folder: pathlib.Path, config: Any, resume: bool) -> dict[str
         return values
     stored = json.loads(path.read_text())
     requested = json.loads(json.dumps(values))
+    # A field added to the experiment after the run was written (such as remat) is
+    # missing from the stored config.json, and counts as stored with its default value.
+    for field in dataclasses.fields(config):
+        if field.name not in stored and field.default is not dataclasses.MISSING:
+            default = field.default
+            if dataclasses.is_dataclass(default):
+                default = dataclasses.asdict(default)
+            stored[field.name] = json.loads(json.dumps(default))
     differing = [
         key for key in set(stored) | set(requested) if stored.get(key) != requested.get(key)
     ]
@@ -892,7 +913,7 @@ def run_stoppable(
     except KeyboardInterrupt as interrupt:
         return None, report_interrupt(interrupt, run_folder, resume())
     except InsufficientMemoryError as error:
-        return None, report_memory_error(error, run_folder)
+        return None, report_memory_error(error, run_folder, TRAINING_MEMORY_ADVICE)
 
 
 def report_interrupt(interrupt: KeyboardInterrupt, run_folder: pathlib.Path, command: str) -> int:
@@ -919,13 +940,24 @@ def report_interrupt(interrupt: KeyboardInterrupt, run_folder: pathlib.Path, com
     return interrupted_status(interrupt)
 
 
-def report_memory_error(error: MemoryError, run_folder: pathlib.Path) -> int:
+TRAINING_MEMORY_ADVICE = (
+    "With --set, remat=step or remat=nested sets SimConfig.remat, NAME.batch_size=N the "
+    "batch size of controller NAME, horizon_seconds the horizon, and validation_states "
+    "and held_out_states the numbers of start states scored."
+)
+"""Advice appended to the memory errors of the trainer and of the scoring: the ``--set``
+fields of the experiments that train controllers for the settings those errors name."""
+
+
+def report_memory_error(error: MemoryError, run_folder: pathlib.Path, advice: str = "") -> int:
     """Print ``error`` (a computation that does not fit in memory) to stderr without a
-    traceback, with what to do about the run folder, and return the exit status 1."""
+    traceback, with ``advice`` (how to change the settings it names) and what to do
+    about the run folder, and return the exit status 1."""
+    advice = f"{advice} " if advice else ""
     print(
-        f"\nerror: {error} The run stopped before that computation. To run with other "
-        f"settings, pass a new --out folder, because {run_folder} keeps the settings of "
-        "this run.",
+        f"\nerror: {error} The run stopped before that computation. {advice}To run with "
+        f"other settings, pass a new --out folder, because {run_folder} keeps the settings "
+        "of this run.",
         file=sys.stderr,
     )
     return 1

@@ -147,6 +147,36 @@ def test_unknown_field_lists_only_settable():
             assert "there is no field" not in str(error), name
 
 
+@pytest.mark.parametrize("experiment", ["vertical_landing", "planar_landing", "convex_guidance"])
+def test_bad_remat_rejected_before_run(experiment, tmp_path, capsys):
+    folder = tmp_path / "run"
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", experiment, "--out", str(folder), "--set", "remat=fast"])
+
+    assert exit_info.value.code == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert "remat = 'fast' is invalid: pass one of none, step, nested" in message
+    assert not folder.exists()
+
+
+def test_remat_reaches_sim_config():
+    from experiments import vertical_landing
+    from experiments.convex_guidance import ConvexGuidanceConfig
+    from experiments.precision import PrecisionConfig
+
+    vertical = common.apply_overrides(VerticalLandingConfig(), ["remat=step"])
+    booster = common.apply_overrides(BoosterLandingConfig(), ["remat=nested"])
+    convex = common.apply_overrides(ConvexGuidanceConfig(), ["remat=step"])
+
+    assert vertical_landing.build_task(vertical).sim.remat == "step"
+    assert booster.sim().remat == "nested"
+    assert convex.sim().remat == "step"
+    assert ConvexGuidanceConfig().sim().remat == "none"
+    with pytest.raises(ValueError, match="remat = 'fast' is invalid"):
+        PrecisionConfig(remat="fast").validate()
+
+
 @pytest.mark.parametrize(
     ("assignment", "expected"),
     [

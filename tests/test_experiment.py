@@ -210,6 +210,19 @@ def test_resume_accepts_new_num_devices(tmp_path, caplog):
     assert any("num_devices = 1, which was None" in message for message in messages)
 
 
+def test_resume_accepts_config_without_remat(tmp_path):
+    # A run written before remat was a config field has no remat in its config.json.
+    folder = common.prepare_run_folder(tmp_path / "run", resume=False, experiment="x")
+    common.save_config(folder, tiny_config(), resume=False)
+    stored = json.loads((folder / "config.json").read_text())
+    del stored["remat"]
+    (folder / "config.json").write_text(json.dumps(stored))
+
+    common.save_config(folder, tiny_config(), resume=True)
+    with pytest.raises(common.RunFolderError, match="remat: stored 'none', requested 'step'"):
+        common.save_config(folder, dataclasses.replace(tiny_config(), remat="step"), resume=True)
+
+
 def test_resume_checks_fields_besides_num_devices(tmp_path):
     folder = common.prepare_run_folder(tmp_path / "run", resume=False, experiment="x")
     common.save_config(folder, tiny_config(), resume=False)
@@ -463,6 +476,18 @@ def test_memory_shortage_reported_without_traceback(tmp_path, monkeypatch, capsy
     message = capsys.readouterr().err
     assert message.startswith("\nerror: recording 9 rollouts needs about 2.0 GiB. The run")
     assert f"pass a new --out folder, because {folder} keeps the settings" in message
+
+
+def test_memory_error_names_set_fields(tmp_path, monkeypatch, capsys):
+    def too_large(*args, **kwargs):
+        raise InsufficientMemoryError("one training update needs about 9.0 GiB.")
+
+    monkeypatch.setattr(vertical_landing, "draw_held_out", too_large)
+
+    assert vertical_landing.main(["--quick", "--out", str(tmp_path / "run")]) == 1
+    message = capsys.readouterr().err
+    assert "With --set, remat=step or remat=nested sets SimConfig.remat" in message
+    assert "NAME.batch_size=N the batch size of controller NAME" in message
 
 
 def test_interrupt_after_checkpoint_says_continue(tmp_path, capsys):
