@@ -520,6 +520,29 @@ def test_eval_rejects_missing_final_checkpoint(tiny_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_eval_unreadable_checkpoint_exits_cleanly(tiny_run, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_run, damaged)
+    final = damaged / "checkpoints" / "seed0" / "mlp" / "2"
+    # Orbax then fails to read the tree's arrays, not only their checksums.
+    for path in (final / "default" / "d").iterdir():
+        path.write_bytes(b"not an OCDBT data file")
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "diffland.cli", "eval", str(damaged)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "DIFFLAND_CHECKS": "0"},
+    )
+
+    assert finished.returncode == 2
+    assert f"checkpoint {final} is unreadable" in finished.stderr
+    assert "Event loop is closed" not in finished.stderr
+    assert "Traceback" not in finished.stderr
+
+
+@pytest.mark.slow
 def test_render_smoke_writes_files(tiny_run):
     paths = cli.run_render(cli.Render(run_dir=tiny_run, landers=3, frames=4))
 
