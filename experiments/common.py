@@ -89,13 +89,45 @@ def add_common_arguments(
         help="logging level (default INFO)",
     )
     # diffland train passes --launcher diffland, so that the resume command printed after
-    # an interrupt has the form that the user ran (see resume_command).
-    parser.add_argument("--launcher", choices=LAUNCHERS, default="python", help=argparse.SUPPRESS)
+    # an interrupt and the parser's error messages have the form that the user ran (see
+    # resume_command and _LauncherAction).
+    parser.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="python",
+        action=_LauncherAction,
+        help=argparse.SUPPRESS,
+    )
 
 
 LAUNCHERS = ("python", "diffland")
 """Values of the hidden option ``--launcher``: the command that started the experiment,
 ``python -m experiments.NAME`` or ``diffland train NAME``."""
+
+
+def launcher_words(launcher: str, experiment: str) -> list[str]:
+    """Return the words of the command that runs ``experiment`` with ``launcher`` (one of
+    :data:`LAUNCHERS`)."""
+    if launcher == "diffland":
+        return ["diffland", "train", experiment]
+    return ["python", "-m", f"experiments.{experiment}"]
+
+
+class _LauncherAction(argparse.Action):
+    """Store ``--launcher`` and rename the parser's ``prog`` to the command it names.
+
+    Errors that argparse reports after this option, and ``parser.error`` calls after
+    parsing, then start with that command (``diffland train NAME: error: ...``).
+    ``diffland train`` passes the option before every other option except ``--log-level``,
+    whose value its own parser has already checked. A parser whose ``prog`` is not
+    ``python -m experiments.NAME`` keeps its ``prog``.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        experiment = parser.prog.rpartition(".")[2]
+        if parser.prog == shlex.join(launcher_words("python", experiment)):
+            parser.prog = shlex.join(launcher_words(values, experiment))
 
 
 NUM_DEVICES_HELP = (
@@ -194,6 +226,19 @@ def check_rollout_time(control_dt: float, horizon_seconds: float) -> None:
         )
 
 
+def check_remat(remat: Any) -> None:
+    """Raise ``ValueError`` unless ``remat`` is one of the modes of
+    :attr:`~diffland.dynamics.SimConfig.remat`, the config field ``remat`` of the
+    training experiments."""
+    from diffland.dynamics.simulate import REMAT_MODES
+
+    if not isinstance(remat, str) or remat not in REMAT_MODES:
+        raise ValueError(
+            f"remat = {remat!r} is invalid: pass one of {', '.join(REMAT_MODES)} (for "
+            "example --set remat=step)."
+        )
+
+
 def resolve_num_devices(num_devices: int | None, batch_size: int) -> int:
     """Return the number of devices to split a batch of ``batch_size`` landers over.
 
@@ -213,6 +258,11 @@ def resolve_num_devices(num_devices: int | None, batch_size: int) -> int:
         )
         return 1
     return available
+
+
+OPTION_FIELDS = ("quick", "seeds")
+"""Config fields that only their own options (``--quick``, ``--seeds``) set, so
+``--set`` rejects them."""
 
 
 def add_override_argument(parser: argparse.ArgumentParser) -> None:
@@ -322,7 +372,8 @@ def apply_overrides(config: Any, assignments: Sequence[str]) -> Any:
     Keys name fields, with dots for nested dataclasses (``mlp.steps``). Values are
     converted to the field's type. Raises ``ValueError`` naming the assignment and the
     accepted keys for an unknown key, a malformed assignment or a value of the wrong type.
-    ``quick`` and ``seeds`` are rejected because their own options set them.
+    The keys of :data:`OPTION_FIELDS` (``quick``, ``seeds``) are rejected because their
+    own options set them.
     """
     for assignment in assignments:
         key, separator, text = assignment.partition("=")
@@ -331,9 +382,9 @@ def apply_overrides(config: Any, assignments: Sequence[str]) -> Any:
             raise ValueError(
                 f"--set {assignment} is invalid: write KEY=VALUE, for example --set mlp.steps=50."
             )
-        if key in ("quick", "seeds"):
+        if key in OPTION_FIELDS:
             raise ValueError(f"--set {assignment} is invalid: use the --{key} option instead.")
-        known = ", ".join(_field_names(type(config)))
+        known = ", ".join(name for name in _field_names(type(config)) if name not in OPTION_FIELDS)
         config = _replace_path(config, key.split("."), key, text.strip(), known)
     return config
 
@@ -597,6 +648,14 @@ def save_config(run_folder: pathlib.Path, config: Any, resume: bool) -> dict[str
         return values
     stored = json.loads(path.read_text())
     requested = json.loads(json.dumps(values))
+    # A field added to the experiment after the run was written (such as remat) is
+    # missing from the stored config.json, and counts as stored with its default value.
+    for field in dataclasses.fields(config):
+        if field.name not in stored and field.default is not dataclasses.MISSING:
+            default = field.default
+            if dataclasses.is_dataclass(default):
+                default = dataclasses.asdict(default)
+            stored[field.name] = json.loads(json.dumps(default))
     differing = [
         key for key in set(stored) | set(requested) if stored.get(key) != requested.get(key)
     ]
@@ -655,6 +714,39 @@ def combine_seeds(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             combined[key] = sum(present) / len(present)
     combined["per_seed"] = [dict(entry) for entry in per_seed]
     return combined
+
+
+def controller_timings(
+    run_folder: pathlib.Path, name: str, seed: int, result: Any
+) -> tuple[float, float]:
+    """Return the ``(train_seconds, compile_seconds)`` to record for controller ``name``
+    of ``seed``, given its :class:`~diffland.training.TrainResult` of this session.
+
+    These are ``result``'s, unless this session applied no update because a resumed run
+    found the controller finished. Then they are the seconds that the run folder's
+    ``results.json`` recorded for it, because this session only restored a checkpoint,
+    which compiles nothing. Without such a record (the controller finished in a session
+    that was interrupted before it wrote ``results.json``) they stay ``result``'s.
+    """
+    trained = result.resumed_from is None or int(result.state.step) > result.resumed_from
+    if trained:
+        return result.train_seconds, result.compile_seconds
+    path = run_folder / "results.json"
+    try:
+        entry = json.loads(path.read_text())["controllers"][name]["per_seed"][seed]
+        return float(entry["train_seconds"]), float(entry["compile_seconds"])
+    except FileNotFoundError:
+        return result.train_seconds, result.compile_seconds
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        logging.getLogger(__name__).warning(
+            "%s has no readable timings of %s (seed %d): %r, so the restore's own seconds "
+            "are recorded",
+            path,
+            name,
+            seed,
+            error,
+        )
+        return result.train_seconds, result.compile_seconds
 
 
 def interrupted_status(error: KeyboardInterrupt) -> int:
@@ -783,10 +875,7 @@ def resume_command(
 
     ``options`` are further arguments of the experiment's own parser, appended as given.
     """
-    if args.launcher == "diffland":
-        words = ["diffland", "train", experiment]
-    else:
-        words = ["python", "-m", f"experiments.{experiment}"]
+    words = launcher_words(args.launcher, experiment)
     words += ["--resume", "--out", str(run_folder)]
     if args.quick:
         words.append("--quick")
@@ -824,7 +913,7 @@ def run_stoppable(
     except KeyboardInterrupt as interrupt:
         return None, report_interrupt(interrupt, run_folder, resume())
     except InsufficientMemoryError as error:
-        return None, report_memory_error(error, run_folder)
+        return None, report_memory_error(error, run_folder, TRAINING_MEMORY_ADVICE)
 
 
 def report_interrupt(interrupt: KeyboardInterrupt, run_folder: pathlib.Path, command: str) -> int:
@@ -851,13 +940,24 @@ def report_interrupt(interrupt: KeyboardInterrupt, run_folder: pathlib.Path, com
     return interrupted_status(interrupt)
 
 
-def report_memory_error(error: MemoryError, run_folder: pathlib.Path) -> int:
+TRAINING_MEMORY_ADVICE = (
+    "With --set, remat=step or remat=nested sets SimConfig.remat, NAME.batch_size=N the "
+    "batch size of controller NAME, horizon_seconds the horizon, and validation_states "
+    "and held_out_states the numbers of start states scored."
+)
+"""Advice appended to the memory errors of the trainer and of the scoring: the ``--set``
+fields of the experiments that train controllers for the settings those errors name."""
+
+
+def report_memory_error(error: MemoryError, run_folder: pathlib.Path, advice: str = "") -> int:
     """Print ``error`` (a computation that does not fit in memory) to stderr without a
-    traceback, with what to do about the run folder, and return the exit status 1."""
+    traceback, with ``advice`` (how to change the settings it names) and what to do
+    about the run folder, and return the exit status 1."""
+    advice = f"{advice} " if advice else ""
     print(
-        f"\nerror: {error} The run stopped before that computation. To run with other "
-        f"settings, pass a new --out folder, because {run_folder} keeps the settings of "
-        "this run.",
+        f"\nerror: {error} The run stopped before that computation. {advice}To run with "
+        f"other settings, pass a new --out folder, because {run_folder} keeps the settings "
+        "of this run.",
         file=sys.stderr,
     )
     return 1

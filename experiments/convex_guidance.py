@@ -139,6 +139,11 @@ class ConvexGuidanceConfig:
     """Touchdown speed of the optimal descents cloned (convex teacher), m/s. Descents
     that stop exactly at the ground taught a policy that stopped a few metres up, climbed
     and drifted until its propellant ran out."""
+    remat: str = "none"
+    """Rematerialisation of the training rollouts' backward pass, passed to
+    :attr:`~diffland.dynamics.SimConfig.remat`: "none", "step" or "nested". "step" and
+    "nested" need less memory per training update and recompute more, and the gradients
+    agree to rounding."""
 
     def __post_init__(self):
         if self.imitation_teacher not in ("pid", "convex"):
@@ -203,6 +208,7 @@ class ConvexGuidanceConfig:
                 f"control period (control_dt = {self.control_dt} s)."
             )
         common.check_rollout_time(self.control_dt, self.horizon_seconds)
+        common.check_remat(self.remat)
         interval = self.search_interval
         low, high = interval if len(interval) == 2 else (math.nan, math.nan)
         if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
@@ -223,7 +229,9 @@ class ConvexGuidanceConfig:
 
     def sim(self) -> SimConfig:
         horizon = int(round(self.horizon_seconds / self.control_dt))
-        return SimConfig(control_dt=self.control_dt, substeps=self.substeps, horizon=horizon)
+        return SimConfig(
+            control_dt=self.control_dt, substeps=self.substeps, horizon=horizon, remat=self.remat
+        )
 
     @classmethod
     def create(cls, quick: bool, seeds: int) -> ConvexGuidanceConfig:
@@ -549,8 +557,9 @@ def run_seed(seed, config, task, held_out, optimum, run_folder, resume):
             initial_params=initial,
             num_devices=config.num_devices,
         )
-        timings["compile"] += result.compile_seconds
-        timings["train"] += result.train_seconds
+        train_seconds, compile_seconds = common.controller_timings(run_folder, name, seed, result)
+        timings["compile"] += compile_seconds
+        timings["train"] += train_seconds
         variables[name] = {"params": result.selected_params}
         start = time.perf_counter()
         results[name], trajectories[name] = score(
@@ -558,8 +567,8 @@ def run_seed(seed, config, task, held_out, optimum, run_folder, resume):
         )
         timings["eval"] += time.perf_counter() - start
         results[name].update(
-            train_seconds=result.train_seconds,
-            compile_seconds=result.compile_seconds,
+            train_seconds=train_seconds,
+            compile_seconds=compile_seconds,
             selected_step=result.selected_step,
         )
         if imitation is not None:

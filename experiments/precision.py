@@ -141,6 +141,11 @@ class PrecisionConfig:
     num_devices: int | None = None
     """Number of devices that each training batch and the held-out rollouts are split
     over. None uses every local device when ``batch_size`` divides by their count, else one."""
+    remat: str = "none"
+    """Rematerialisation of the training rollouts' backward pass, passed to
+    :attr:`~diffland.dynamics.SimConfig.remat`: "none", "step" or "nested". "step" and
+    "nested" need less memory per training update and recompute more, and the gradients
+    agree to rounding."""
 
     @classmethod
     def create(cls, quick: bool, precisions: tuple[str, ...]) -> PrecisionConfig:
@@ -166,8 +171,8 @@ class PrecisionConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` for unknown precisions, a count or learning rate out of
-        range, or a ``num_devices`` that is not a local device count dividing
-        ``batch_size``."""
+        range, an unknown ``remat`` mode, or a ``num_devices`` that is not a local device
+        count dividing ``batch_size``."""
         unknown = [name for name in self.precisions if name not in PRECISIONS]
         if unknown or not self.precisions:
             raise ValueError(
@@ -186,6 +191,7 @@ class PrecisionConfig:
             ),
         )
         common.check_positive_numbers(self, ("learning_rate",))
+        common.check_remat(self.remat)
         common.check_num_devices(self.num_devices, {"batch_size": self.batch_size})
 
     def steps_of(self, vehicle: str) -> int:
@@ -204,7 +210,7 @@ def train_and_score(vehicle_name, precision, case, config, starts, run_folder):
     with context:
         params = case.params(setting.state_dtype)
         pool, validation, held_out = (_cast(s, setting.state_dtype) for s in starts)
-        task = LandingTask(case.vehicle, params, case.sim)
+        task = LandingTask(case.vehicle, params, dataclasses.replace(case.sim, remat=config.remat))
         controller = case.controller(case.vehicle, case.sim.control_dt, setting)
         train_config = TrainConfig(
             steps=steps,

@@ -86,6 +86,11 @@ class VerticalLandingConfig:
     num_devices: int | None = None
     """Number of devices that each training batch and the held-out rollouts are split
     over. None uses every local device when the batch size divides by their count, else one."""
+    remat: str = "none"
+    """Rematerialisation of the training rollouts' backward pass, passed to
+    :attr:`~diffland.dynamics.SimConfig.remat`: "none", "step" or "nested". "step" and
+    "nested" need less memory per training update and recompute more, and the gradients
+    agree to rounding."""
 
     @classmethod
     def create(cls, quick: bool, seeds: int) -> VerticalLandingConfig:
@@ -109,6 +114,7 @@ class VerticalLandingConfig:
             if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} = {value!r} is invalid: pass an integer >= 1.")
         common.check_rollout_time(self.control_dt, self.horizon_seconds)
+        common.check_remat(self.remat)
         check_settings(self, ("pid", "neuro_pid", "mlp"))
 
 
@@ -263,10 +269,11 @@ def run_seed(
             resume,
             num_devices=config.num_devices,
         )
-        timings["compile"] += result.compile_seconds
-        timings["train"] += result.train_seconds
+        train_seconds, compile_seconds = common.controller_timings(run_folder, name, seed, result)
+        timings["compile"] += compile_seconds
+        timings["train"] += train_seconds
         variables = {"params": result.selected_params}
-        score(name, controller, variables, result.train_seconds, result.compile_seconds)
+        score(name, controller, variables, train_seconds, compile_seconds)
         results[name]["selected_step"] = result.selected_step
         if name == "pid_tuned":
             tuned_gains = pid.gains_from_params(result.selected_params)
@@ -301,7 +308,7 @@ def build_task(config: VerticalLandingConfig) -> LandingTask:
     return LandingTask(
         VerticalLander(),
         falcon9_like(),
-        SimConfig(control_dt=config.control_dt, substeps=1, horizon=horizon),
+        SimConfig(control_dt=config.control_dt, substeps=1, horizon=horizon, remat=config.remat),
     )
 
 

@@ -102,6 +102,81 @@ def test_bad_override_rejected_before_run(tmp_path, capsys):
     assert not folder.exists()
 
 
+@pytest.mark.parametrize("experiment", ["vertical_landing", "planar_landing"])
+def test_train_errors_name_diffland_command(experiment, tmp_path, capsys):
+    argv = ["train", experiment, "--out", str(tmp_path / "run"), "--set", "mlp.stepz=3"]
+
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+
+    message = capsys.readouterr().err
+    assert f"diffland train {experiment}: error: --set mlp.stepz=3" in message
+    assert f"usage: diffland train {experiment} " in message
+    assert "python -m" not in message
+
+
+def test_parse_errors_name_launcher(capsys):
+    parser = common.experiment_parser("vertical_landing", "test")
+
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--launcher", "diffland", "--seeds", "two"])
+    diffland_message = capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        common.experiment_parser("vertical_landing", "test").parse_args(["--seeds", "two"])
+    python_message = capsys.readouterr().err
+
+    assert "diffland train vertical_landing: error: argument --seeds" in diffland_message
+    assert "python -m experiments.vertical_landing: error: argument --seeds" in python_message
+
+
+def test_unknown_field_lists_only_settable():
+    with pytest.raises(ValueError, match="there is no field stepz") as error_info:
+        common.apply_overrides(VerticalLandingConfig(), ["stepz=3"])
+
+    known = str(error_info.value).partition("Known fields: ")[2].rstrip(".").split(", ")
+    assert "mlp.steps" in known
+    assert "num_devices" in known
+    assert "quick" not in known
+    assert "seeds" not in known
+    for name in known:
+        # A value of the wrong type or range is fine here, but --set must accept the key.
+        try:
+            common.apply_overrides(VerticalLandingConfig(), [f"{name}=1"])
+        except ValueError as error:
+            assert "option instead" not in str(error), name
+            assert "there is no field" not in str(error), name
+
+
+@pytest.mark.parametrize("experiment", ["vertical_landing", "planar_landing", "convex_guidance"])
+def test_bad_remat_rejected_before_run(experiment, tmp_path, capsys):
+    folder = tmp_path / "run"
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", experiment, "--out", str(folder), "--set", "remat=fast"])
+
+    assert exit_info.value.code == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert "remat = 'fast' is invalid: pass one of none, step, nested" in message
+    assert not folder.exists()
+
+
+def test_remat_reaches_sim_config():
+    from experiments import vertical_landing
+    from experiments.convex_guidance import ConvexGuidanceConfig
+    from experiments.precision import PrecisionConfig
+
+    vertical = common.apply_overrides(VerticalLandingConfig(), ["remat=step"])
+    booster = common.apply_overrides(BoosterLandingConfig(), ["remat=nested"])
+    convex = common.apply_overrides(ConvexGuidanceConfig(), ["remat=step"])
+
+    assert vertical_landing.build_task(vertical).sim.remat == "step"
+    assert booster.sim().remat == "nested"
+    assert convex.sim().remat == "step"
+    assert ConvexGuidanceConfig().sim().remat == "none"
+    with pytest.raises(ValueError, match="remat = 'fast' is invalid"):
+        PrecisionConfig(remat="fast").validate()
+
+
 @pytest.mark.parametrize(
     ("assignment", "expected"),
     [
@@ -442,6 +517,29 @@ def test_eval_rejects_missing_final_checkpoint(tiny_run, tmp_path, capsys):
 
     error = capsys.readouterr().err
     assert f"{mlp} has no checkpoint of the final step 2 (saved steps: [])" in error
+
+
+@pytest.mark.slow
+def test_eval_unreadable_checkpoint_exits_cleanly(tiny_run, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_run, damaged)
+    final = damaged / "checkpoints" / "seed0" / "mlp" / "2"
+    # Orbax then fails to read the tree's arrays, not only their checksums.
+    for path in (final / "default" / "d").iterdir():
+        path.write_bytes(b"not an OCDBT data file")
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "diffland.cli", "eval", str(damaged)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "DIFFLAND_CHECKS": "0"},
+    )
+
+    assert finished.returncode == 2
+    assert f"checkpoint {final} is unreadable" in finished.stderr
+    assert "Event loop is closed" not in finished.stderr
+    assert "Traceback" not in finished.stderr
 
 
 @pytest.mark.slow

@@ -121,6 +121,24 @@ def test_experiment_smoke_run_folder_files(tiny_run):
     assert json.loads((folder / "config.json").read_text())["held_out_states"] == HELD_OUT
 
 
+@pytest.mark.slow
+def test_resume_of_finished_run_keeps_timings(tiny_run, tmp_path):
+    config, folder, _ = tiny_run
+    copy = shutil.copytree(folder, tmp_path / "run")
+    before = json.loads((copy / "results.json").read_text())
+
+    common.save_config(copy, config, resume=True)
+    vertical_landing.run(config, copy, resume=True)
+    after = json.loads((copy / "results.json").read_text())
+
+    assert before["timings"]["compile"] > 0.0
+    assert after["timings"]["compile"] == pytest.approx(before["timings"]["compile"])
+    assert after["timings"]["train"] == pytest.approx(before["timings"]["train"])
+    for name in ("pid_tuned", "neuro_pid", "mlp"):
+        for key in ("train_seconds", "compile_seconds", "success_rate", "propellant_mean"):
+            assert after["controllers"][name][key] == before["controllers"][name][key], (name, key)
+
+
 # -- run folder checks -------------------------------------------------------------------
 
 
@@ -190,6 +208,19 @@ def test_resume_accepts_new_num_devices(tmp_path, caplog):
     assert json.loads((folder / "config.json").read_text())["num_devices"] == 1
     messages = [record.getMessage() for record in caplog.records]
     assert any("num_devices = 1, which was None" in message for message in messages)
+
+
+def test_resume_accepts_config_without_remat(tmp_path):
+    # A run written before remat was a config field has no remat in its config.json.
+    folder = common.prepare_run_folder(tmp_path / "run", resume=False, experiment="x")
+    common.save_config(folder, tiny_config(), resume=False)
+    stored = json.loads((folder / "config.json").read_text())
+    del stored["remat"]
+    (folder / "config.json").write_text(json.dumps(stored))
+
+    common.save_config(folder, tiny_config(), resume=True)
+    with pytest.raises(common.RunFolderError, match="remat: stored 'none', requested 'step'"):
+        common.save_config(folder, dataclasses.replace(tiny_config(), remat="step"), resume=True)
 
 
 def test_resume_checks_fields_besides_num_devices(tmp_path):
@@ -445,6 +476,18 @@ def test_memory_shortage_reported_without_traceback(tmp_path, monkeypatch, capsy
     message = capsys.readouterr().err
     assert message.startswith("\nerror: recording 9 rollouts needs about 2.0 GiB. The run")
     assert f"pass a new --out folder, because {folder} keeps the settings" in message
+
+
+def test_memory_error_names_set_fields(tmp_path, monkeypatch, capsys):
+    def too_large(*args, **kwargs):
+        raise InsufficientMemoryError("one training update needs about 9.0 GiB.")
+
+    monkeypatch.setattr(vertical_landing, "draw_held_out", too_large)
+
+    assert vertical_landing.main(["--quick", "--out", str(tmp_path / "run")]) == 1
+    message = capsys.readouterr().err
+    assert "With --set, remat=step or remat=nested sets SimConfig.remat" in message
+    assert "NAME.batch_size=N the batch size of controller NAME" in message
 
 
 def test_interrupt_after_checkpoint_says_continue(tmp_path, capsys):

@@ -7,6 +7,8 @@ resuming again. A last resume trains to the end, and its state is compared with 
 uninterrupted run of the same task.
 """
 
+import asyncio
+import gc
 import logging
 import os
 import pathlib
@@ -14,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -305,6 +308,64 @@ def test_restore_step_rejects_damage(tmp_path):
     assert reader.steps() == [1, 2]
     assert not (store.directory / "2.unreadable").exists()
     assert_trees_close(reader.restore_step(1, large_tree(0.0)), large_tree(1.0), atol=0.0)
+
+
+def closed_loop_error():
+    """Return the RuntimeError that ``call_soon_threadsafe`` raises on a closed loop."""
+    loop = asyncio.new_event_loop()
+    loop.close()
+    try:
+        loop.call_soon_threadsafe(print)
+    except RuntimeError as error:
+        return error
+    raise AssertionError("call_soon_threadsafe accepted a closed event loop")
+
+
+def unraisable(error, hook_object=None):
+    """Return the argument that sys.unraisablehook receives for ``error``."""
+    return types.SimpleNamespace(
+        exc_type=type(error),
+        exc_value=error,
+        exc_traceback=error.__traceback__,
+        err_msg=None,
+        object=hook_object,
+    )
+
+
+def test_late_read_filter_drops_only_closed_loop():
+    passed = []
+    hook = checkpoint._LateReadFilter(passed.append)
+    late_read = unraisable(closed_loop_error())
+    elsewhere = unraisable(RuntimeError("Event loop is closed"))
+    other = unraisable(RuntimeError("disk failed"))
+    with_object = unraisable(closed_loop_error(), hook_object=object())
+
+    for case in (late_read, elsewhere, other, with_object):
+        hook(case)
+
+    assert passed == [elsewhere, other, with_object]
+    assert hook.dropped == 1
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_failed_restore_installs_late_read_filter(tmp_path, monkeypatch):
+    previous = []
+    monkeypatch.setattr(sys, "unraisablehook", previous.append)
+    store = CheckpointStore(tmp_path / "checkpoints")
+    store.save(1, large_tree(1.0))
+    truncate(largest_file(store.directory / "1", "default/ocdbt.process_0/d/*"))
+
+    with pytest.raises(CheckpointUnreadable):
+        CheckpointStore(tmp_path / "checkpoints").restore_step(1, large_tree(0.0))
+    with pytest.raises(CheckpointUnreadable):
+        CheckpointStore(tmp_path / "checkpoints").restore_step(1, large_tree(0.0))
+    # Collects the abandoned read coroutines now, so that their read errors reach the
+    # replaced hook (``previous``) and not the hook of a later test.
+    gc.collect()
+
+    assert isinstance(sys.unraisablehook, checkpoint._LateReadFilter)
+    # A second failure keeps the one filter instead of wrapping it again.
+    assert sys.unraisablehook.previous == previous.append
 
 
 def test_restore_step_needs_checksums(tmp_path):

@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import pathlib
+import sys
+import traceback
 from typing import Any
 
 import jax
@@ -74,6 +76,56 @@ def leaf_checksums(tree: Any) -> dict[str, dict[str, Any]]:
             "sha256": hashlib.sha256(value.tobytes()).hexdigest(),
         }
     return checksums
+
+
+def _is_late_read_callback(unraisable: Any) -> bool:
+    """Return whether ``unraisable`` (the argument of :func:`sys.unraisablehook`) is the
+    error of a TensorStore read that completed after its restore failed.
+
+    Orbax (0.12.8) runs a restore in a new asyncio event loop and closes the loop when
+    the first read raises. TensorStore (0.1.86) still completes the other reads on its
+    own threads, and each completion calls ``call_soon_threadsafe`` on the closed loop,
+    which raises ``RuntimeError: Event loop is closed`` with no object to report it on.
+
+    NOTE: a read that fails in such a restore can also leave its own error on an
+    abandoned orbax coroutine, reported as "Exception ignored in: <coroutine ...>" when
+    the coroutine is collected. That one is not matched, because it is a read failure.
+    """
+    if unraisable.exc_type is not RuntimeError or unraisable.object is not None:
+        return False
+    if str(unraisable.exc_value) != "Event loop is closed":
+        return False
+    frames = traceback.extract_tb(unraisable.exc_traceback)
+    return any(frame.name == "call_soon_threadsafe" for frame in frames)
+
+
+class _LateReadFilter:
+    """An unraisable-exception hook that drops the errors of reads that completed after
+    their restore failed (see :func:`_is_late_read_callback`) and passes every other
+    one to the hook it replaced."""
+
+    def __init__(self, previous: Any):
+        self.previous = previous
+        self.dropped = 0
+
+    def __call__(self, unraisable: Any) -> None:
+        if not _is_late_read_callback(unraisable):
+            self.previous(unraisable)
+            return
+        if self.dropped == 0:
+            logger.debug(
+                "dropped 'Event loop is closed' from a read that completed after its "
+                "checkpoint restore failed; later ones are dropped without a message"
+            )
+        self.dropped += 1
+
+
+def _drop_late_read_errors() -> None:
+    """Install :class:`_LateReadFilter` as :func:`sys.unraisablehook`, unless it is
+    already the hook. Called after a failed restore, so that the reads it left running
+    print no traceback when they complete, up to interpreter exit."""
+    if not isinstance(sys.unraisablehook, _LateReadFilter):
+        sys.unraisablehook = _LateReadFilter(sys.unraisablehook)
 
 
 class CheckpointStore:
@@ -166,6 +218,7 @@ class CheckpointStore:
             try:
                 tree = self._restore_verified(step, target)
             except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many types
+                _drop_late_read_errors()
                 logger.warning(
                     "checkpoint %s is unreadable and was skipped (%s)",
                     self.directory / str(step),
@@ -198,6 +251,7 @@ class CheckpointStore:
         try:
             return self._restore_verified(step, target, require_checksums=True)
         except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many types
+            _drop_late_read_errors()
             raise CheckpointUnreadable(
                 f"checkpoint {folder} is unreadable ({_describe(error)})"
             ) from error
