@@ -20,7 +20,6 @@ from diffland.dynamics import (
     RigidBody,
     SemiImplicitEuler,
     SimConfig,
-    TouchdownMeasures,
     Trajectory,
     VerticalLander,
     falcon9_like,
@@ -311,16 +310,10 @@ def test_touched_down_lander_ends_at_touchdown(x64, rounding):
 
 
 def _measures_of_vertical_speed(speed):
-    """Return touchdown measures of a 1-D lander: only the vertical speed varies."""
-    zero = jnp.zeros_like(speed)
-    return TouchdownMeasures(
-        vertical_speed=speed,
-        lateral_speed=zero,
-        tilt=zero,
-        angular_rate=zero,
-        pad_distance=zero,
-        tip_over=zero,
-    )
+    """Return the 1-D lander's touchdown measures at ``speed`` down: only the vertical
+    speed varies."""
+    state = make_vertical_state(jnp.zeros_like(speed), -speed, jnp.full_like(speed, 30_000.0))
+    return VERTICAL.touchdown_measures(state, falcon9_like())
 
 
 def test_within_limits_checks_every_ratio():
