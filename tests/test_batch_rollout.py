@@ -154,18 +154,24 @@ def test_vertical_batch_matches_vmap(x64):
     assert_same_final(batched, reference)
 
 
-def test_vertical_batch_of_one_matches_vmap():
-    """One lander per device once made XLA abort while compiling (float32, 1-D lander)."""
+@pytest.mark.parametrize("landers", [1, 2, 3, 4])
+def test_vertical_small_shard_matches_vmap(landers):
+    """One or two landers on a device once made XLA abort while compiling (float32, 1-D
+    lander, semi-implicit Euler)."""
     vehicle = VerticalLander()
     params = falcon9_like()
-    starts = make_vertical_state(jnp.array([60.0]), jnp.array([-20.0]), jnp.array([30_000.0]))
+    starts = make_vertical_state(
+        jnp.linspace(60.0, 80.0, landers), jnp.full(landers, -20.0), jnp.full(landers, 30_000.0)
+    )
     config = SimConfig(control_dt=0.1, substeps=1, horizon=20, integrator=SemiImplicitEuler())
 
     def policy(state, params, carry):
         del params
         return jnp.clip(0.6 - 0.02 * state.velocity, 0.4, 1.0)[None], carry
 
-    batched = final_state_batch(vehicle, config, policy, starts, params, ())
+    batched = final_state_batch(
+        vehicle, config, policy, starts, params, (), devices=jax.local_devices()[:1]
+    )
     reference = vmapped_final(vehicle, config, policy, starts, params, ())
     assert_same_final(batched, reference, rtol=1e-6, atol=1e-5)
 

@@ -357,8 +357,8 @@ def _hold_throttle(state, params, carry):
     ("dtype", "pattern"),
     [
         (jnp.int32, r"initial_states\.altitude has dtype int32; .* must be a float"),
-        (jnp.bfloat16, r"initial_states\.altitude has dtype bfloat16; 16-bit floats"),
-        (jnp.float16, r"initial_states\.altitude has dtype float16; 16-bit floats"),
+        (jnp.bfloat16, r"initial_states\.altitude has dtype bfloat16, too coarse"),
+        (jnp.float16, r"initial_states\.altitude has dtype float16, too coarse"),
     ],
 )
 def test_batch_rejects_non_float32_states(dtype, pattern):
@@ -384,3 +384,67 @@ def test_jit_rejects_bfloat16_state():
     # The check reads only dtypes, so it also stops a jitted call before XLA compiles it.
     with pytest.raises(ValueError, match=r"state\.velocity has dtype bfloat16"):
         jax.jit(run).lower(state.replace(altitude=state.altitude.astype(jnp.float32)))
+
+
+def _run_three_steps(state, policy, params):
+    return final_state(VEHICLE, SimConfig(horizon=3), policy, state, params, ())
+
+
+def _throttle_policy(dtype):
+    return lambda state, params, carry: (jnp.array([0.7], dtype), carry)
+
+
+def test_state_of_python_numbers_runs():
+    state = VerticalState(altitude=2000.0, velocity=-250.0, mass=31000.0)
+
+    final = _run_three_steps(state, _throttle_policy(jnp.float32), falcon9_like())
+
+    assert final.vehicle.altitude.dtype == jnp.float32
+    assert final.touched_down.dtype == jnp.bool_
+
+
+def test_mixed_state_dtypes_rejected(x64):
+    state = VerticalState(
+        altitude=jnp.float32(2000.0), velocity=jnp.float64(-250.0), mass=jnp.float32(31000.0)
+    )
+
+    with pytest.raises(ValueError, match=r"state\.altitude has dtype float32 but state\.velocity"):
+        _run_three_steps(state, _throttle_policy(jnp.float32), falcon9_like())
+
+
+@pytest.mark.parametrize(
+    ("state_dtype", "action_dtype", "params_dtype", "pattern"),
+    [
+        (jnp.float64, jnp.float32, jnp.float64, r"the action has dtype float32 but the state"),
+        (None, jnp.float32, None, r"state has dtype float64 \(its leaves are Python numbers"),
+        (jnp.float32, jnp.float32, jnp.float64, r"params\.gravity has dtype float64 but"),
+    ],
+    ids=["float64-state-float32-action", "weak-state-float32-action", "float64-params"],
+)
+def test_step_dtype_mismatch_rejected(x64, state_dtype, action_dtype, params_dtype, pattern):
+    state = make_vertical_state(2000.0, -250.0, 31000.0, dtype=state_dtype)
+    policy = _throttle_policy(action_dtype)
+    params = falcon9_like(dtype=params_dtype)
+
+    with pytest.raises(ValueError, match=pattern):
+        _run_three_steps(state, policy, params)
+    with pytest.raises(ValueError, match=pattern):
+        jax.jit(lambda s: _run_three_steps(s, policy, params)).lower(state)
+
+
+def test_float64_step_with_weak_params_runs(x64):
+    state = make_vertical_state(2000.0, -250.0, 31000.0, dtype=jnp.float64)
+
+    final = _run_three_steps(state, _throttle_policy(jnp.float64), falcon9_like())
+
+    assert final.vehicle.altitude.dtype == jnp.float64
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.int32])
+def test_environment_rejects_narrow_dtype(dtype):
+    from diffland.envs import LandingEnv
+
+    states = make_vertical_state([2000.0, 2100.0], [-250.0, -240.0], [31000.0, 31000.0])
+
+    with pytest.raises(ValueError, match=r"dtype = .* is invalid: .* float32 or float64"):
+        LandingEnv(VEHICLE, falcon9_like(), states, dtype=dtype)

@@ -160,31 +160,93 @@ def is_concrete(tree: Any) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
+def leaf_dtype(leaf: Any) -> np.dtype:
+    """Return the dtype that JAX gives ``leaf`` (an array, tracer or Python number) in this
+    process: float64 becomes float32 unless ``jax_enable_x64`` is set."""
+    dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
+    return jax.dtypes.canonicalize_dtype(dtype)
+
+
+def _is_weakly_typed(leaf: Any) -> bool:
+    """Return whether ``leaf`` takes the dtype of the arrays it meets: a Python number or a
+    JAX array or tracer made from one."""
+    return not hasattr(leaf, "dtype") or bool(getattr(leaf, "weak_type", False))
+
+
 def check_state_dtypes(state: Any, name: str = "state") -> None:
-    """Raise ``ValueError`` naming the first leaf of ``state`` that is not float32 or float64.
+    """Raise ``ValueError`` unless every leaf of ``state`` is float32, or every leaf float64.
 
     Dtypes are known while tracing, so this check also runs on traced states. The
-    dynamics state is integrated, so integer and boolean leaves have no derivative, and
-    a 16-bit float loses the touchdown speed to rounding (bfloat16 keeps 8 bits of
-    mantissa: 2000 m of height is resolved to 8 m).
+    dynamics state is integrated, so integer and boolean leaves have no derivative. A
+    float narrower than 32 bits loses the touchdown speed to rounding: bfloat16 keeps 8
+    bits of mantissa, so it resolves a height of 2000 m to 8 m. Python numbers, which take
+    the dtype of the arrays they meet, are not compared with the other leaves.
     """
+    first = None
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-        dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
-        if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits >= 32:
-            continue
-        field = jax.tree_util.keystr(path)
-        if jnp.issubdtype(dtype, jnp.floating):
-            reason = (
-                "16-bit floats are too coarse for the dynamics state (half precision is "
-                "only for controller networks, through their dtype setting)"
+        dtype = leaf_dtype(leaf)
+        field = f"{name}{jax.tree_util.keystr(path)}"
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"{field} has dtype {dtype}; the dynamics state is integrated and "
+                f"differentiated, so it must be a float. {_CAST_ADVICE}"
             )
-        else:
-            reason = "the dynamics state is integrated and differentiated, so it must be a float"
-        raise ValueError(
-            f"{name}{field} has dtype {dtype}; {reason}. Cast the state to float32 (or float64 "
-            "with jax_enable_x64), for example with "
-            "jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), state)."
-        )
+        if jnp.finfo(dtype).bits < 32:
+            raise ValueError(
+                f"{field} has dtype {dtype}, too coarse for the dynamics state (half "
+                "precision is only for controller networks, through their dtype setting). "
+                f"{_CAST_ADVICE}"
+            )
+        if _is_weakly_typed(leaf):
+            continue
+        if first is None:
+            first = (field, dtype)
+        elif dtype != first[1]:
+            raise ValueError(
+                f"{first[0]} has dtype {first[1]} but {field} has dtype {dtype}; every leaf "
+                f"of the dynamics state needs the same dtype. {_CAST_ADVICE}"
+            )
+
+
+_CAST_ADVICE = (
+    "Cast the whole state to float32 (or to float64 with jax_enable_x64), for example with "
+    "jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), state)."
+)
+
+
+def check_step_dtypes(state: Any, action: Any, params: Any) -> None:
+    """Raise ``ValueError`` when ``action`` or a float leaf of ``params`` has another dtype
+    than the dynamics state.
+
+    A physics step computed in a wider dtype than its state returns a state of that
+    dtype, which a rollout's scan rejects with a type error. Weakly typed action and
+    parameter leaves (Python numbers) take the state's dtype, so they pass. A state made
+    only of weakly typed leaves has JAX's default float dtype: float64 with
+    ``jax_enable_x64``, else float32.
+    """
+    leaves = jax.tree_util.tree_leaves(state)
+    typed = [leaf for leaf in leaves if not _is_weakly_typed(leaf)]
+    if not leaves:
+        return
+    dtype = leaf_dtype(typed[0] if typed else leaves[0])
+    origin = "" if typed else " (its leaves are Python numbers or weakly typed arrays)"
+    for leaf in jax.tree_util.tree_leaves(action):
+        if not _is_weakly_typed(leaf) and leaf_dtype(leaf) != dtype:
+            raise ValueError(
+                f"the action has dtype {leaf_dtype(leaf)} but the state has dtype {dtype}"
+                f"{origin}; return the policy's action in the state's dtype, or build the "
+                "state with an explicit dtype."
+            )
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        other = leaf_dtype(leaf)
+        if _is_weakly_typed(leaf) or not jnp.issubdtype(other, jnp.floating):
+            continue
+        if other != dtype:
+            raise ValueError(
+                f"params{jax.tree_util.keystr(path)} has dtype {other} but the state has "
+                f"dtype {dtype}{origin}; build the parameters and the state in one dtype "
+                "(the make_* functions and the presets take dtype=)."
+            )
 
 
 def check_finite_tree(tree: Any, name: str) -> None:

@@ -22,7 +22,15 @@ import numpy as np
 from flax import struct
 
 from diffland.dynamics import components
-from diffland.dynamics.base import Params, State, Vehicle, check_state_dtypes, is_concrete
+from diffland.dynamics.base import (
+    Params,
+    State,
+    Vehicle,
+    check_state_dtypes,
+    check_step_dtypes,
+    is_concrete,
+    leaf_dtype,
+)
 from diffland.dynamics.integrators import RK4, Integrator
 
 DYNAMICS_MATMUL_PRECISION = "highest"
@@ -178,11 +186,11 @@ class SimState:
 def initial_sim_state(state: State) -> SimState:
     """Wrap a vehicle state at time zero, not touched down.
 
-    Raises ``ValueError`` (while tracing, before anything is compiled) when a leaf of
-    ``state`` is not float32 or float64.
+    Raises ``ValueError`` (while tracing, before anything is compiled) unless every leaf
+    of ``state`` is float32, or every leaf float64.
     """
     check_state_dtypes(state)
-    dtype = jax.tree_util.tree_leaves(state)[0].dtype
+    dtype = leaf_dtype(jax.tree_util.tree_leaves(state)[0])
     zero = jnp.zeros((), dtype)
     return SimState(vehicle=state, time=zero, touched_down=jnp.array(False), touchdown_time=zero)
 
@@ -306,6 +314,7 @@ def _physics_step(vehicle, integrator, sim, action, params, dt):
     :func:`components.materializing`.
     """
     start = sim.vehicle
+    check_step_dtypes(start, action, params)
     # The rate at the start of the step, from the vehicle's own derivative.
     start_rate = _materialize(vehicle, vehicle.derivative(start, action, params))
     stepper = _StepDerivative(vehicle, start, action, params, start_rate)
@@ -763,9 +772,10 @@ def _batch_program(vehicle, initial_states, params, policy_carry, devices, valid
     inputs = (initial_states, params, policy_carry)
     # jax.jit takes compiler options only where it is not traced inside another
     # transformation; nested, the step keeps its values but loses the barriers' effect.
-    # NOTE: with one lander per device the compiler options above made XLA 0.10.2 abort
-    # on the 1-D lander (a failed buffer check), so such shards compile without them.
-    fast = is_concrete(inputs) and batch > len(devices)
+    # NOTE: with one or two landers per device the compiler options above made XLA 0.10.2
+    # abort on the 1-D lander with semi-implicit Euler (a failed buffer check; 3 to 32
+    # landers compiled), so shards below _SMALLEST_FAST_SHARD compile without them.
+    fast = is_concrete(inputs) and batch >= _SMALLEST_FAST_SHARD * len(devices)
     run = _final_state_batch if fast else _final_state_batch_nested
     return run, devices, inputs
 
@@ -808,6 +818,10 @@ def component_compiler_options() -> dict[str, Any]:
     """
     return dict(_COMPONENT_COMPILER_OPTIONS)
 
+
+_SMALLEST_FAST_SHARD = 4
+"""Minimum number of landers per device that :func:`final_state_batch` compiles with
+:data:`_COMPONENT_COMPILER_OPTIONS`; smaller shards compile with XLA's defaults."""
 
 _UNROLLED_SUBSTEPS = 4
 """Largest number of physics sub-steps that :func:`final_state_batch` writes out in

@@ -168,7 +168,8 @@ class LandingEnv(Env):
         height in the pool.
       pool_size: number of start states to draw.
       seed: seed of the draw.
-      dtype: floating-point type of the parameters, states, observations and rewards.
+      dtype: float32 or float64, the type of the parameters, states, observations and
+        rewards.
     """
 
     def __init__(
@@ -188,8 +189,12 @@ class LandingEnv(Env):
         seed: int = 0,
         dtype=jnp.float32,
     ):
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(f"dtype = {dtype!r} is invalid: pass a floating-point dtype.")
+        if not jnp.issubdtype(dtype, jnp.floating) or jnp.finfo(dtype).bits < 32:
+            raise ValueError(
+                f"dtype = {dtype!r} is invalid: the environment simulates its dynamics state "
+                "in this dtype, which must be float32 or float64 (with jax_enable_x64). Train "
+                "a network in bfloat16 through the network's own dtype setting instead."
+            )
         for name, value in (("success_bonus", success_bonus), ("crash_penalty", crash_penalty)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} = {value!r} must be a finite number >= 0.")

@@ -96,7 +96,7 @@ def validate_state_batch(states: Any) -> int:
                 "first axis indexes the landers (use shape (1,) for a single lander)."
             )
         sizes[name] = shape[0]
-    check_state_dtypes(states, "start states")
+    check_state_dtypes(states, "start-state field ")
     if len(set(sizes.values())) > 1:
         raise ValueError(
             f"start-state fields have different batch sizes {sizes}; every field needs the "
