@@ -155,12 +155,32 @@ def test_resumed_run_matches_uninterrupted(fault_chain):
 
 
 def test_second_signal_raises_at_once():
-    with StopSignals() as stop:
-        stop.mode = "defer"
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.pending == signal.SIGTERM
-        with pytest.raises(TrainingInterrupted, match="SIGTERM"):
+    with pytest.raises(TrainingInterrupted, match="SIGTERM"):
+        with StopSignals() as stop:
+            stop.mode = "defer"
             os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.pending == signal.SIGTERM
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("the second signal did not raise")
+
+
+class _SignalsWhenCollected:
+    """An object whose ``__del__`` receives SIGTERM; Python ignores exceptions raised there,
+    as it does in jaxlib's garbage-collection callback."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_signal_swallowed_by_del_still_stops(monkeypatch):
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+
+    with pytest.raises(TrainingInterrupted, match="SIGTERM"):
+        with StopSignals():
+            _SignalsWhenCollected()
+
+    assert [type(unraisable.exc_value) for unraisable in dropped] == [TrainingInterrupted]
 
 
 def test_signals_ignored_while_saving(caplog):

@@ -48,11 +48,18 @@ class StopSignals:
     ``"ignore"`` only logs it. A signal whose handler is ``SIG_IGN`` (for example SIGINT
     in a background job of a non-interactive shell) stays ignored. Outside the main
     thread Python cannot install handlers, so the default behaviour stays.
+
+    Python drops an exception raised where it ignores errors (a ``__del__`` method,
+    jaxlib's garbage-collection callback), and a signal handler can run there. So once a
+    signal has raised, leaving the block without an exception raises
+    :class:`TrainingInterrupted` again: code that catches it inside the block must
+    re-raise it.
     """
 
     def __init__(self) -> None:
         self.mode = "raise"
         self.pending: int | None = None
+        self._raised: int | None = None
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -68,10 +75,15 @@ class StopSignals:
             signal.signal(number, self._handle)
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous.clear()
+        if exc_type is None and self._raised is not None:
+            # The handler's exception was raised inside code that ignores exceptions (a
+            # garbage-collection callback of jaxlib, a __del__ method), so the block
+            # ended normally although the signal asked it to stop.
+            raise TrainingInterrupted(self._raised)
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
         name = signal.Signals(number).name
@@ -85,4 +97,5 @@ class StopSignals:
                 name,
             )
             return
+        self._raised = number
         raise TrainingInterrupted(number)
