@@ -49,6 +49,8 @@ import math
 import os
 import pathlib
 import re
+import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +85,7 @@ from diffland.scenarios import (
     sample_booster_states,
     sample_landing_burn_states,
 )
+from diffland.training.interrupts import StopSignals
 from diffland.training.parallel import DataParallel
 from experiments import common
 
@@ -1205,6 +1208,8 @@ def run(config: ThroughputConfig, run_folder: pathlib.Path) -> dict[str, Any]:
         entries = dict(results, complete=complete)
         common.write_results(run_folder, EXPERIMENT, dataclasses.asdict(config), timings, **entries)
 
+    # Written before the first measurement, so that a run stopped at any point leaves one.
+    save(False)
     _measure_figures(config, results, lambda: save(False))
     if results.get("throughput"):
         plot = plot_throughput(results, run_folder / "plots" / "throughput.png")
@@ -1377,7 +1382,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, common.RunFolderError) as error:
         parser.error(str(error))
     configure_host_devices(config.host_devices)
-    results = run(config, run_folder)
+    try:
+        with StopSignals():
+            results = run(config, run_folder)
+    except KeyboardInterrupt as interrupt:
+        name = signal.Signals(getattr(interrupt, "signal_number", signal.SIGINT)).name
+        print(
+            f"\ninterrupted by {name}; {run_folder / 'results.json'} keeps the figures "
+            'measured so far, marked "complete": false',
+            file=sys.stderr,
+        )
+        return common.interrupted_status(interrupt)
     print()
     print(format_tables(results))
     print(f"\nrun folder: {run_folder}")

@@ -4,6 +4,7 @@ results file of a tiny run, the time-to-threshold record and sharded rollouts.""
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import pytest
 
 from diffland import benchmarking
 from diffland.dynamics import make_vertical_state
+from diffland.training import TrainingInterrupted
 from experiments import common, throughput, time_to_threshold
 
 FAKE_CPUINFO = textwrap.dedent(
@@ -438,6 +440,40 @@ def test_main_creates_no_unused_folders(tmp_path, monkeypatch):
     assert throughput.main(["--quick", "--out", str(folder), "--figures", "compile"]) == 0
 
     assert sorted(path.name for path in folder.iterdir()) == ["config.json"]
+
+
+@pytest.mark.parametrize(("number", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_stopped_main_reports_kept_results(tmp_path, monkeypatch, capsys, number, status):
+    def stopped(config, run_folder):
+        raise TrainingInterrupted(number)
+
+    monkeypatch.setattr(throughput, "configure_host_devices", lambda count: 1)
+    monkeypatch.setattr(throughput, "run", stopped)
+    folder = tmp_path / "run"
+
+    assert throughput.main(["--quick", "--out", str(folder), "--figures", "compile"]) == status
+    message = capsys.readouterr().err
+    assert f"interrupted by {signal.Signals(number).name}" in message
+    assert '"complete": false' in message
+
+
+def test_run_stopped_at_first_call_leaves_results(tmp_path, monkeypatch):
+    folder = common.prepare_run_folder(tmp_path / "run", False, throughput.EXPERIMENT)
+    config = throughput.ThroughputConfig.create(True, **dict(TINY, figures=("throughput",)))
+    config.validate()
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(throughput, "draw_starts", fixed_starts)
+    monkeypatch.setattr(throughput, "measure_rollout", stop)
+    with pytest.raises(KeyboardInterrupt):
+        throughput.run(config, folder)
+    results = json.loads((folder / "results.json").read_text())
+
+    assert results["complete"] is False
+    assert "throughput" not in results
+    assert results["device_count"] >= 1
 
 
 def test_nonempty_out_message_without_resume(tmp_path, capsys):
