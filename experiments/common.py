@@ -916,6 +916,37 @@ def run_stoppable(
         return None, report_memory_error(error, run_folder, TRAINING_MEMORY_ADVICE)
 
 
+def run_unresumable(
+    run: Callable[[], dict[str, Any]],
+    run_folder: pathlib.Path,
+    kept: str,
+    memory_advice: str = "",
+) -> tuple[dict[str, Any] | None, int]:
+    """Call ``run`` with the stop handlers installed and return ``(results, 0)``, for an
+    experiment that cannot resume.
+
+    A signal stops the run with the status 130 or 143 and a message that names what the
+    run folder keeps (``kept``). A shortage of memory is reported as by
+    :func:`report_memory_error` with ``memory_advice``. Either returns ``(None, status)``.
+    """
+    from diffland.training.interrupts import StopSignals
+    from diffland.training.memory import InsufficientMemoryError
+
+    try:
+        with StopSignals():
+            return run(), 0
+    except KeyboardInterrupt as interrupt:
+        name = signal.Signals(getattr(interrupt, "signal_number", signal.SIGINT)).name
+        print(
+            f"\ninterrupted by {name}; this experiment cannot resume, so run it again with "
+            f"a new --out folder. {run_folder} keeps {kept}.",
+            file=sys.stderr,
+        )
+        return None, interrupted_status(interrupt)
+    except InsufficientMemoryError as error:
+        return None, report_memory_error(error, run_folder, memory_advice)
+
+
 def report_interrupt(interrupt: KeyboardInterrupt, run_folder: pathlib.Path, command: str) -> int:
     """Print how to continue the run in ``run_folder`` after ``interrupt`` to stderr and
     return the exit status (see :func:`interrupted_status`).

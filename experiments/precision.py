@@ -328,7 +328,17 @@ def main(argv: list[str] | None = None) -> int:
         common.save_config(run_folder, config, False)
     except (ValueError, common.RunFolderError) as error:
         parser.error(str(error))
-    results = run(config, run_folder)
+    advice = (
+        "With --set, remat=step or remat=nested sets SimConfig.remat, batch_size=N the "
+        "batch size, and validation_states and held_out_states the numbers of start "
+        "states scored."
+    )
+    kept = "metrics.jsonl with the metrics of the updates done so far"
+    results, status = common.run_unresumable(
+        lambda: run(config, run_folder), run_folder, kept, advice
+    )
+    if results is None:
+        return status
     for vehicle, entry in results["vehicles"].items():
         print(f"\n{vehicle}")
         print(common.format_table(entry["controllers"]))

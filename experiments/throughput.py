@@ -49,8 +49,6 @@ import math
 import os
 import pathlib
 import re
-import signal
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -85,7 +83,6 @@ from diffland.scenarios import (
     sample_booster_states,
     sample_landing_burn_states,
 )
-from diffland.training.interrupts import StopSignals
 from diffland.training.parallel import DataParallel
 from experiments import common
 
@@ -1382,17 +1379,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, common.RunFolderError) as error:
         parser.error(str(error))
     configure_host_devices(config.host_devices)
-    try:
-        with StopSignals():
-            results = run(config, run_folder)
-    except KeyboardInterrupt as interrupt:
-        name = signal.Signals(getattr(interrupt, "signal_number", signal.SIGINT)).name
-        print(
-            f"\ninterrupted by {name}; {run_folder / 'results.json'} keeps the figures "
-            'measured so far, marked "complete": false',
-            file=sys.stderr,
-        )
-        return common.interrupted_status(interrupt)
+    kept = 'results.json with the figures measured so far, marked "complete": false'
+    results, status = common.run_unresumable(lambda: run(config, run_folder), run_folder, kept)
+    if results is None:
+        return status
     print()
     print(format_tables(results))
     print(f"\nrun folder: {run_folder}")

@@ -4,12 +4,13 @@ their results files and their option checks."""
 import dataclasses
 import json
 import math
+import signal
 
 import jax.numpy as jnp
 import pytest
 
 from diffland.dynamics import SimConfig, make_vertical_state
-from diffland.training import memory
+from diffland.training import TrainingInterrupted, memory
 from experiments import common, gradient_horizon, precision
 
 
@@ -140,3 +141,28 @@ def test_precision_tiny_run_fp64(run_folder):
 def test_precision_rejects_unknown_choice(choice):
     with pytest.raises(ValueError, match="--precision"):
         precision.PrecisionConfig.create(False, choice)
+
+
+def test_precision_stop_signal_says_start_again(tmp_path, monkeypatch, capsys):
+    def stopped(config, run_folder):
+        raise TrainingInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(precision, "run", stopped)
+    folder = tmp_path / "run"
+
+    assert precision.main(["--quick", "--out", str(folder)]) == 143
+    message = capsys.readouterr().err
+    assert "interrupted by SIGTERM; this experiment cannot resume" in message
+    assert f"{folder} keeps metrics.jsonl" in message
+
+
+def test_precision_memory_shortage_in_one_line(tmp_path, monkeypatch, capsys):
+    def too_large(config, run_folder):
+        raise memory.InsufficientMemoryError("one training update needs about 9.0 GiB.")
+
+    monkeypatch.setattr(precision, "run", too_large)
+
+    assert precision.main(["--quick", "--out", str(tmp_path / "run")]) == 1
+    message = capsys.readouterr().err
+    assert message.startswith("\nerror: one training update needs about 9.0 GiB. The run")
+    assert "batch_size=N the batch size" in message
