@@ -20,6 +20,7 @@ from diffland.dynamics import (
     RigidBody,
     SemiImplicitEuler,
     SimConfig,
+    TouchdownMeasures,
     Trajectory,
     VerticalLander,
     falcon9_like,
@@ -326,6 +327,8 @@ def test_within_limits_checks_every_ratio():
     assert not within_limits(cost, tilted).any()
     tipping = measures.replace(tip_over=jnp.array([0.0, 1.5, 0.0, 0.0]))
     assert within_limits(cost, tipping).tolist() == [True, False, False, False]
+    scalar = TouchdownMeasures(1.0, 0.5, 0.0, 0.0, 0.0, 0.0)
+    assert isinstance(within_limits(cost, scalar), jax.Array)
 
 
 def test_within_limits_traces_no_reduction():

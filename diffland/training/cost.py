@@ -401,7 +401,7 @@ def within_limits(cost: LandingCost, measures: TouchdownMeasures) -> jax.Array:
     for ratio in cost.limit_ratios(measures).values():
         inside = ratio <= 1.0
         within = inside if within is None else within & inside
-    return within
+    return jnp.asarray(within)
 
 
 def touchdown_terms(cost: LandingCost, measures: TouchdownMeasures) -> dict[str, jax.Array]:
