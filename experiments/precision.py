@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch size, and validation_states and held_out_states the numbers of start "
         "states scored."
     )
-    kept = "metrics.jsonl with the metrics of the updates done so far"
+    kept = "config.json and, in metrics.jsonl, the metrics of any updates done"
     results, status = common.run_unresumable(
         lambda: run(config, run_folder), run_folder, kept, advice
     )

@@ -177,9 +177,12 @@ def test_signal_swallowed_by_del_still_stops(monkeypatch):
     monkeypatch.setattr(sys, "unraisablehook", dropped.append)
 
     with pytest.raises(TrainingInterrupted, match="SIGTERM"):
-        with StopSignals():
+        with StopSignals() as stop:
             _SignalsWhenCollected()
+            # The training loop checks this between updates.
+            pending = stop.pending
 
+    assert pending == signal.SIGTERM
     assert [type(unraisable.exc_value) for unraisable in dropped] == [TrainingInterrupted]
 
 

@@ -153,7 +153,7 @@ def test_precision_stop_signal_says_start_again(tmp_path, monkeypatch, capsys):
     assert precision.main(["--quick", "--out", str(folder)]) == 143
     message = capsys.readouterr().err
     assert "interrupted by SIGTERM; this experiment cannot resume" in message
-    assert f"{folder} keeps metrics.jsonl" in message
+    assert f"{folder} keeps config.json and, in metrics.jsonl," in message
 
 
 def test_precision_memory_shortage_in_one_line(tmp_path, monkeypatch, capsys):

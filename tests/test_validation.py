@@ -415,11 +415,11 @@ def test_mixed_state_dtypes_rejected(x64):
 @pytest.mark.parametrize(
     ("state_dtype", "action_dtype", "params_dtype", "pattern"),
     [
-        (jnp.float64, jnp.float32, jnp.float64, r"the action has dtype float32 but the state"),
+        (jnp.float32, jnp.float64, jnp.float32, r"the action has dtype float64 but the state"),
         (None, jnp.float32, None, r"state has dtype float64 \(its leaves are Python numbers"),
         (jnp.float32, jnp.float32, jnp.float64, r"params\.gravity has dtype float64 but"),
     ],
-    ids=["float64-state-float32-action", "weak-state-float32-action", "float64-params"],
+    ids=["float32-state-float64-action", "weak-state-float32-action", "float64-params"],
 )
 def test_step_dtype_mismatch_rejected(x64, state_dtype, action_dtype, params_dtype, pattern):
     state = make_vertical_state(2000.0, -250.0, 31000.0, dtype=state_dtype)
@@ -432,10 +432,17 @@ def test_step_dtype_mismatch_rejected(x64, state_dtype, action_dtype, params_dty
         jax.jit(lambda s: _run_three_steps(s, policy, params)).lower(state)
 
 
-def test_float64_step_with_weak_params_runs(x64):
+@pytest.mark.parametrize(
+    ("action_dtype", "params_dtype"),
+    [(jnp.float64, None), (jnp.float32, jnp.float64), (jnp.float64, jnp.float32)],
+    ids=["weak-params", "float32-action", "float32-params"],
+)
+def test_float64_state_with_narrower_leaves_runs(x64, action_dtype, params_dtype):
+    # JAX computes with the wider dtype, so float32 inputs keep a float64 state float64.
     state = make_vertical_state(2000.0, -250.0, 31000.0, dtype=jnp.float64)
+    params = falcon9_like(dtype=params_dtype)
 
-    final = _run_three_steps(state, _throttle_policy(jnp.float64), falcon9_like())
+    final = _run_three_steps(state, _throttle_policy(action_dtype), params)
 
     assert final.vehicle.altitude.dtype == jnp.float64
 

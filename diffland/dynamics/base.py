@@ -215,33 +215,42 @@ _CAST_ADVICE = (
 
 
 def check_step_dtypes(state: Any, action: Any, params: Any) -> None:
-    """Raise ``ValueError`` when ``action`` or a float leaf of ``params`` has another dtype
-    than the dynamics state.
+    """Raise ``ValueError`` when ``action`` or a float leaf of ``params`` would change the
+    dtype of the dynamics state.
 
-    A physics step computed in a wider dtype than its state returns a state of that
-    dtype, which a rollout's scan rejects with a type error. Weakly typed action and
-    parameter leaves (Python numbers) take the state's dtype, so they pass. A state made
-    only of weakly typed leaves has JAX's default float dtype: float64 with
-    ``jax_enable_x64``, else float32.
+    JAX computes with the wider of two float dtypes, so a physics step with a float64
+    action or parameter returns a float64 state from a float32 one, which a rollout's
+    scan rejects with a type error. Narrower leaves (float32 on a float64 state) and
+    weakly typed ones (Python numbers) take the state's dtype and pass. A state made
+    only of weakly typed leaves takes the dtype of any typed leaf it meets, so there
+    every typed leaf must have JAX's default float dtype (float64 with
+    ``jax_enable_x64``, else float32).
     """
     leaves = jax.tree_util.tree_leaves(state)
-    typed = [leaf for leaf in leaves if not _is_weakly_typed(leaf)]
     if not leaves:
         return
+    typed = [leaf for leaf in leaves if not _is_weakly_typed(leaf)]
     dtype = leaf_dtype(typed[0] if typed else leaves[0])
     origin = "" if typed else " (its leaves are Python numbers or weakly typed arrays)"
+
+    def changes_state(other: np.dtype) -> bool:
+        if other == dtype:
+            return False
+        return not typed or jnp.finfo(other).bits > jnp.finfo(dtype).bits
+
     for leaf in jax.tree_util.tree_leaves(action):
-        if not _is_weakly_typed(leaf) and leaf_dtype(leaf) != dtype:
+        other = leaf_dtype(leaf)
+        if not _is_weakly_typed(leaf) and changes_state(other):
             raise ValueError(
-                f"the action has dtype {leaf_dtype(leaf)} but the state has dtype {dtype}"
-                f"{origin}; return the policy's action in the state's dtype, or build the "
-                "state with an explicit dtype."
+                f"the action has dtype {other} but the state has dtype {dtype}{origin}; "
+                "return the policy's action in the state's dtype, or build the state with "
+                "an explicit dtype."
             )
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         other = leaf_dtype(leaf)
         if _is_weakly_typed(leaf) or not jnp.issubdtype(other, jnp.floating):
             continue
-        if other != dtype:
+        if changes_state(other):
             raise ValueError(
                 f"params{jax.tree_util.keystr(path)} has dtype {other} but the state has "
                 f"dtype {dtype}{origin}; build the parameters and the state in one dtype "

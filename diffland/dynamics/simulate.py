@@ -759,8 +759,9 @@ def _batch_program(vehicle, initial_states, params, policy_carry, devices, valid
         raise ValueError("devices is empty; pass at least one device, or None for all.")
     batch = _batch_size(initial_states)
     if batch % len(devices):
+        landers = "1 lander" if batch == 1 else f"{batch} landers"
         raise ValueError(
-            f"a batch of {batch} landers does not split evenly over {len(devices)} devices; "
+            f"a batch of {landers} does not split evenly over {len(devices)} devices; "
             f"pass a multiple of {len(devices)} landers or fewer devices."
         )
     check_state_dtypes(initial_states, "initial_states")

@@ -50,10 +50,11 @@ class StopSignals:
     thread Python cannot install handlers, so the default behaviour stays.
 
     Python drops an exception raised where it ignores errors (a ``__del__`` method,
-    jaxlib's garbage-collection callback), and a signal handler can run there. So once a
-    signal has raised, leaving the block without an exception raises
-    :class:`TrainingInterrupted` again: code that catches it inside the block must
-    re-raise it.
+    jaxlib's garbage-collection callback), and a signal handler can run there. So a
+    signal that raises also sets ``pending`` (when it is unset), which the training loop
+    checks between updates. Once a signal has raised, leaving the block without an
+    exception raises :class:`TrainingInterrupted` again, so code that catches it inside
+    the block must re-raise it.
     """
 
     def __init__(self) -> None:
@@ -98,4 +99,7 @@ class StopSignals:
             )
             return
         self._raised = number
+        # Also left for the training loop, in case the exception below is dropped.
+        if self.pending is None:
+            self.pending = number
         raise TrainingInterrupted(number)
