@@ -207,11 +207,20 @@ def test_tiny_run_writes_documented_keys(tiny_results):
     assert (folder / "plots" / "throughput.png").is_file()
 
 
-def test_stopped_run_keeps_finished_rows(tmp_path, monkeypatch):
-    folder = common.prepare_run_folder(tmp_path / "run", False, throughput.EXPERIMENT)
-    changes = dict(TINY, batch_sizes=(2, 4), figures=("throughput", "gradient"))
-    config = throughput.ThroughputConfig.create(True, **changes)
+def stopped_run_results(folder, monkeypatch, measure, **changes):
+    """Run the tiny benchmark with ``measure`` in place of ``measure_rollout`` until it
+    raises ``KeyboardInterrupt``, and return the results.json left in ``folder``."""
+    folder = common.prepare_run_folder(folder, False, throughput.EXPERIMENT)
+    config = throughput.ThroughputConfig.create(True, **dict(TINY, **changes))
     config.validate()
+    monkeypatch.setattr(throughput, "draw_starts", fixed_starts)
+    monkeypatch.setattr(throughput, "measure_rollout", measure)
+    with pytest.raises(KeyboardInterrupt):
+        throughput.run(config, folder)
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_stopped_run_keeps_finished_rows(tmp_path, monkeypatch):
     measure = throughput.measure_rollout
     calls = []
 
@@ -221,11 +230,13 @@ def test_stopped_run_keeps_finished_rows(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return measure(setup, kind, states, *args, **kwargs)
 
-    monkeypatch.setattr(throughput, "draw_starts", fixed_starts)
-    monkeypatch.setattr(throughput, "measure_rollout", stop_at_second_batch)
-    with pytest.raises(KeyboardInterrupt):
-        throughput.run(config, folder)
-    results = json.loads((folder / "results.json").read_text())
+    results = stopped_run_results(
+        tmp_path / "run",
+        monkeypatch,
+        stop_at_second_batch,
+        batch_sizes=(2, 4),
+        figures=("throughput", "gradient"),
+    )
 
     assert results["complete"] is False
     assert [row["batch"] for row in results["throughput"]] == [2]
@@ -458,18 +469,10 @@ def test_stopped_main_reports_kept_results(tmp_path, monkeypatch, capsys, number
 
 
 def test_run_stopped_at_first_call_leaves_results(tmp_path, monkeypatch):
-    folder = common.prepare_run_folder(tmp_path / "run", False, throughput.EXPERIMENT)
-    config = throughput.ThroughputConfig.create(True, **dict(TINY, figures=("throughput",)))
-    config.validate()
-
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(throughput, "draw_starts", fixed_starts)
-    monkeypatch.setattr(throughput, "measure_rollout", stop)
-    with pytest.raises(KeyboardInterrupt):
-        throughput.run(config, folder)
-    results = json.loads((folder / "results.json").read_text())
+    results = stopped_run_results(tmp_path / "run", monkeypatch, stop, figures=("throughput",))
 
     assert results["complete"] is False
     assert "throughput" not in results
