@@ -919,14 +919,14 @@ def run_stoppable(
 def run_unresumable(
     run: Callable[[], dict[str, Any]],
     run_folder: pathlib.Path,
-    kept: str,
+    folder_contents: str,
     memory_advice: str = "",
 ) -> tuple[dict[str, Any] | None, int]:
     """Call ``run`` with the stop handlers installed and return ``(results, 0)``, for an
     experiment that cannot resume.
 
     A signal stops the run with the status 130 or 143 and a message that names what the
-    run folder keeps (``kept``). A shortage of memory is reported as by
+    run folder keeps (``folder_contents``). A shortage of memory is reported as by
     :func:`report_memory_error` with ``memory_advice``. Either returns ``(None, status)``.
     """
     from diffland.training.interrupts import StopSignals
@@ -939,7 +939,7 @@ def run_unresumable(
         name = signal.Signals(getattr(interrupt, "signal_number", signal.SIGINT)).name
         print(
             f"\ninterrupted by {name}; this experiment cannot resume, so run it again with "
-            f"a new --out folder. {run_folder} keeps {kept}.",
+            f"a new --out folder. {run_folder} keeps {folder_contents}.",
             file=sys.stderr,
         )
         return None, interrupted_status(interrupt)

@@ -333,9 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         "batch size, and validation_states and held_out_states the numbers of start "
         "states scored."
     )
-    kept = "config.json and, in metrics.jsonl, the metrics of any updates done"
+    folder_contents = "config.json and, in metrics.jsonl, the metrics of any updates done"
     results, status = common.run_unresumable(
-        lambda: run(config, run_folder), run_folder, kept, advice
+        lambda: run(config, run_folder), run_folder, folder_contents, advice
     )
     if results is None:
         return status

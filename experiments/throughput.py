@@ -1379,8 +1379,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, common.RunFolderError) as error:
         parser.error(str(error))
     configure_host_devices(config.host_devices)
-    kept = 'results.json with the figures measured so far, marked "complete": false'
-    results, status = common.run_unresumable(lambda: run(config, run_folder), run_folder, kept)
+    folder_contents = 'results.json with the figures measured so far, marked "complete": false'
+    results, status = common.run_unresumable(
+        lambda: run(config, run_folder), run_folder, folder_contents
+    )
     if results is None:
         return status
     print()

@@ -165,8 +165,8 @@ def test_second_signal_raises_at_once():
 
 
 class _SignalsWhenCollected:
-    """An object whose ``__del__`` receives SIGTERM; Python ignores exceptions raised there,
-    as it does in jaxlib's garbage-collection callback."""
+    """An object whose ``__del__`` receives SIGTERM. Python ignores exceptions raised
+    there, as it does in jaxlib's garbage-collection callback."""
 
     def __del__(self):
         os.kill(os.getpid(), signal.SIGTERM)

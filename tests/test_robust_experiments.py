@@ -143,7 +143,7 @@ def test_precision_rejects_unknown_choice(choice):
         precision.PrecisionConfig.create(False, choice)
 
 
-def test_precision_stop_signal_says_start_again(tmp_path, monkeypatch, capsys):
+def test_precision_stop_says_start_again(tmp_path, monkeypatch, capsys):
     def stopped(config, run_folder):
         raise TrainingInterrupted(signal.SIGTERM)
 

@@ -182,7 +182,7 @@ def check_state_dtypes(state: Any, name: str = "state") -> None:
     bits of mantissa, so it resolves a height of 2000 m to 8 m. Python numbers, which take
     the dtype of the arrays they meet, are not compared with the other leaves.
     """
-    first = None
+    first_field = first_dtype = None
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
         dtype = leaf_dtype(leaf)
         field = f"{name}{jax.tree_util.keystr(path)}"
@@ -199,11 +199,11 @@ def check_state_dtypes(state: Any, name: str = "state") -> None:
             )
         if _is_weakly_typed(leaf):
             continue
-        if first is None:
-            first = (field, dtype)
-        elif dtype != first[1]:
+        if first_dtype is None:
+            first_field, first_dtype = field, dtype
+        elif dtype != first_dtype:
             raise ValueError(
-                f"{first[0]} has dtype {first[1]} but {field} has dtype {dtype}; every leaf "
+                f"{first_field} has dtype {first_dtype} but {field} has dtype {dtype}; every leaf "
                 f"of the dynamics state needs the same dtype. {_CAST_ADVICE}"
             )
 
@@ -231,7 +231,7 @@ def check_step_dtypes(state: Any, action: Any, params: Any) -> None:
         return
     typed = [leaf for leaf in leaves if not _is_weakly_typed(leaf)]
     dtype = leaf_dtype(typed[0] if typed else leaves[0])
-    origin = "" if typed else " (its leaves are Python numbers or weakly typed arrays)"
+    weak_note = "" if typed else " (its leaves are Python numbers or weakly typed arrays)"
 
     def changes_state(other: np.dtype) -> bool:
         if other == dtype:
@@ -242,7 +242,7 @@ def check_step_dtypes(state: Any, action: Any, params: Any) -> None:
         other = leaf_dtype(leaf)
         if not _is_weakly_typed(leaf) and changes_state(other):
             raise ValueError(
-                f"the action has dtype {other} but the state has dtype {dtype}{origin}; "
+                f"the action has dtype {other} but the state has dtype {dtype}{weak_note}; "
                 "return the policy's action in the state's dtype, or build the state with "
                 "an explicit dtype."
             )
@@ -253,7 +253,7 @@ def check_step_dtypes(state: Any, action: Any, params: Any) -> None:
         if changes_state(other):
             raise ValueError(
                 f"params{jax.tree_util.keystr(path)} has dtype {other} but the state has "
-                f"dtype {dtype}{origin}; build the parameters and the state in one dtype "
+                f"dtype {dtype}{weak_note}; build the parameters and the state in one dtype "
                 "(the make_* functions and the presets take dtype=)."
             )
 

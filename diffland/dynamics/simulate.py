@@ -774,9 +774,9 @@ def _batch_program(vehicle, initial_states, params, policy_carry, devices, valid
     # jax.jit takes compiler options only where it is not traced inside another
     # transformation; nested, the step keeps its values but loses the barriers' effect.
     # NOTE: with one or two landers per device the compiler options above made XLA 0.10.2
-    # abort on the 1-D lander with semi-implicit Euler (a failed buffer check; 3 to 32
-    # landers compiled), so shards below _SMALLEST_FAST_SHARD compile without them.
-    fast = is_concrete(inputs) and batch >= _SMALLEST_FAST_SHARD * len(devices)
+    # abort on the 1-D lander with semi-implicit Euler in a failed buffer check, while 3 to
+    # 32 landers compiled. So shards below _MIN_FAST_SHARD_LANDERS compile without them.
+    fast = is_concrete(inputs) and batch >= _MIN_FAST_SHARD_LANDERS * len(devices)
     run = _final_state_batch if fast else _final_state_batch_nested
     return run, devices, inputs
 
@@ -820,9 +820,9 @@ def component_compiler_options() -> dict[str, Any]:
     return dict(_COMPONENT_COMPILER_OPTIONS)
 
 
-_SMALLEST_FAST_SHARD = 4
+_MIN_FAST_SHARD_LANDERS = 4
 """Minimum number of landers per device that :func:`final_state_batch` compiles with
-:data:`_COMPONENT_COMPILER_OPTIONS`; smaller shards compile with XLA's defaults."""
+:data:`_COMPONENT_COMPILER_OPTIONS`. Smaller shards compile with XLA's defaults."""
 
 _UNROLLED_SUBSTEPS = 4
 """Largest number of physics sub-steps that :func:`final_state_batch` writes out in
